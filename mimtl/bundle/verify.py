@@ -1,0 +1,195 @@
+"""Offline bundle verification: the checks the MONAI model zoo runs on every bundle, and a few more.
+
+Each check returns a :class:`CheckResult`; :func:`verify_bundle` runs them all and never stops
+at the first failure, so one run tells a user everything that is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from mimtl.bundle.bundle import Bundle, load_checkpoint, root_cause
+
+__all__ = ["CheckResult", "METADATA_SCHEMA", "REQUIRED_FILES", "verify_bundle", "VERIFY_CHECKS"]
+
+#: The metadata JSON schema shipped with mimtl, used offline by ``monai.bundle verify_metadata``.
+METADATA_SCHEMA = Path(str(resources.files("mimtl.bundle") / "metadata_schema.json"))
+#: Files every bundle must have (``.yaml`` configs may also be ``.json``).
+REQUIRED_FILES = (
+    "LICENSE",
+    "configs/metadata.json",
+    "configs/train.yaml",
+    "configs/evaluate.yaml",
+    "configs/inference.yaml",
+    "configs/multi_gpu_train.yaml",
+    "configs/logging.conf",
+    "docs/README.md",
+    "models/model.pt",
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one verification check."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"[{'PASS' if self.ok else 'FAIL'}] {self.name}" + (f": {self.detail}" if self.detail else "")
+
+
+@contextmanager
+def _quiet_monai() -> Iterator[None]:
+    # MONAI's scripts log their whole argument dict at INFO; the checks report for themselves.
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("monai")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No hash value provided")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def check_files(bundle: Bundle) -> CheckResult:
+    missing = []
+    for rel in REQUIRED_FILES:
+        p = bundle.path / rel
+        if rel.endswith(".yaml") and not p.is_file():
+            p = p.with_suffix(".json")
+        if not p.is_file():
+            missing.append(rel)
+    return CheckResult("required files", not missing, f"missing: {', '.join(missing)}" if missing else "")
+
+
+def check_metadata(bundle: Bundle) -> CheckResult:
+    from monai.bundle import verify_metadata
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # verify_metadata "downloads" the schema to filepath and skips that when the file exists.
+        schema = Path(tmp) / "schema.json"
+        shutil.copy(METADATA_SCHEMA, schema)
+        with _quiet_monai():
+            verify_metadata(meta_file=str(bundle.meta_file), filepath=str(schema))
+    meta = bundle.metadata
+    if meta["version"] not in meta["changelog"]:
+        return CheckResult("metadata", False, f"version {meta['version']} has no entry in changelog")
+    return CheckResult("metadata", True, f"version {meta['version']}, schema {METADATA_SCHEMA.name}")
+
+
+def _check_properties(bundle: Bundle, name: str) -> CheckResult:
+    # MONAI resolves each required property to check it, so this also proves the config
+    # instantiates (its default dataset included) without running it.
+    with _quiet_monai():
+        wf = bundle.workflow(name, initialize=True, configure_logging=False)
+        missing = wf.check_properties()
+    return CheckResult(f"{name} properties", not missing, f"missing ids: {', '.join(missing)}" if missing else "")
+
+
+def check_train_properties(bundle: Bundle) -> CheckResult:
+    return _check_properties(bundle, "train")
+
+
+def check_inference_properties(bundle: Bundle) -> CheckResult:
+    return _check_properties(bundle, "inference")
+
+
+def check_net_in_out(bundle: Bundle) -> CheckResult:
+    from monai.bundle import verify_net_in_out
+
+    with _quiet_monai():
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(bundle.meta_file),
+            config_file=str(bundle.config_file("inference")),
+            device="cpu",
+            bundle_root=str(bundle.path),
+        )
+    return CheckResult("network input/output", True, "matches network_data_format")
+
+
+def check_torchscript(bundle: Bundle) -> CheckResult:
+    """Export with MONAI's ckpt_export, reload, and compare with the eager network on one input."""
+    import torch
+    from monai.data import load_net_with_metadata
+
+    from mimtl.bundle.export import example_input_shape, export_bundle
+
+    eager = bundle.parser("inference").get_parsed_content("network_def", instantiate=True)
+    eager.load_state_dict(load_checkpoint(bundle.weights_path))  # strict: ckpt_export's copy is lenient
+    eager.eval()
+    x = torch.rand(example_input_shape(bundle), generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp, _quiet_monai():
+        ts_file = export_bundle(bundle, "torchscript", out=Path(tmp) / "model.ts")
+        ts_net, meta, _ = load_net_with_metadata(str(ts_file), map_location="cpu")
+    with torch.no_grad():
+        want, got = eager(x), ts_net(x)
+    diffs = [(a - b).abs().max().item() for a, b in zip(_flat(want), _flat(got))]
+    worst = max(diffs) if diffs else float("nan")
+    ok = bool(diffs) and worst <= 1e-4 and meta.get("version") == bundle.version
+    return CheckResult("TorchScript export + reload", ok, f"max |eager - reloaded| = {worst:.2e}")
+
+
+def _flat(out) -> list:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flat(v)]
+    return [t for v in out for t in _flat(v)]
+
+
+def check_config_safety(bundle: Bundle) -> CheckResult:
+    from mimtl.bundle.safety import audit_config_files
+
+    files = sorted(p for p in (bundle.path / "configs").iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    findings = audit_config_files([f for f in files if f.name != "metadata.json"])
+    detail = "; ".join(str(f) for f in findings[:5]) + (f" (+{len(findings) - 5} more)" if len(findings) > 5 else "")
+    return CheckResult("config safety audit", not findings, detail or "only monai/mimtl/torch constructs")
+
+
+#: The checks, in the order they run. Later checks need the earlier ones' files.
+VERIFY_CHECKS: dict[str, Callable[[Bundle], CheckResult]] = {
+    "required files": check_files,
+    "metadata": check_metadata,
+    "config safety audit": check_config_safety,
+    "train properties": check_train_properties,
+    "inference properties": check_inference_properties,
+    "network input/output": check_net_in_out,
+    "TorchScript export + reload": check_torchscript,
+}
+
+
+def verify_bundle(bundle: Bundle, on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+    """Run every check on ``bundle``; an exception inside a check becomes a failed result."""
+    results = []
+    for name, check in VERIFY_CHECKS.items():
+        try:
+            result = check(bundle)
+        except Exception as e:  # keep going: one broken check must not hide the others
+            result = CheckResult(name, False, _one_line(e))
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results
+
+
+def _one_line(e: BaseException, limit: int = 500) -> str:
+    # MONAI wraps errors raised while instantiating a component; the cause is what helps.
+    e = root_cause(e)
+    text = f"{type(e).__name__}: " + (" ".join(str(e).split()) or repr(e))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

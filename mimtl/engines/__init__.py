@@ -1,0 +1,11 @@
+"""Engines and engine helpers beyond MONAI's."""
+
+from mimtl.engines.distributed import (
+    cleanup_distributed,
+    init_distributed,
+    is_main_process,
+    local_device,
+    main_process_only,
+)
+
+__all__ = ["cleanup_distributed", "init_distributed", "is_main_process", "local_device", "main_process_only"]
