@@ -1,0 +1,309 @@
+"""The ``mimtl`` command line: friendlier verbs over MONAI's bundle API (it never replaces it).
+
+Everything here is also reachable as ``python -m monai.bundle ...`` with the same configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mimtl.utils import format_table
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+EPILOG = """\
+exit codes: 0 success; 1 the work ran and failed (a check failed, training crashed);
+            2 bad input (unknown bundle, config key, file or option), nothing was run.
+
+examples:
+  mimtl demo                                       # the main job, one results table
+  mimtl list
+  mimtl info BUNDLE
+  mimtl run BUNDLE train --set train::trainer::max_epochs=2 --set device=cpu
+  mimtl run BUNDLE evaluate
+  mimtl run BUNDLE train --override lab_b.yaml     # another lab's override file, audited first
+  mimtl run BUNDLE multi_gpu_train --nproc 2      # torchrun under the hood
+  mimtl verify --all
+  mimtl export BUNDLE --format onnx
+  mimtl audit shared_config.yaml
+  mimtl check-data datalist.json --keys image label
+
+BUNDLE is a bundle name (see `mimtl list`) or a path to a bundle folder.
+Docs: docs/index.md in the repository, or `python -m monai.bundle --help` for MONAI's own CLI.
+"""
+
+
+class CliError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+def _bundle(name: str):
+    from mimtl.bundle import BundleError, load_bundle
+
+    try:
+        return load_bundle(name)
+    except BundleError as e:
+        raise CliError(str(e)) from None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from mimtl.bundle import bundle_search_path, list_bundles
+
+    bundles = list_bundles()
+    if args.json:
+        print(json.dumps([_summary(b) for b in bundles], indent=2))
+        return EXIT_OK
+    if not bundles:
+        print("No bundles found. Searched: " + ", ".join(map(str, bundle_search_path())))
+        return EXIT_OK
+    rows = [("name", "version", "weights", "task")] + [
+        (b.name, b.version, "yes" if b.has_weights else "no", b.metadata.get("task", "")) for b in bundles
+    ]
+    print(format_table(rows))
+    return EXIT_OK
+
+
+def _summary(b) -> dict:
+    return {"name": b.name, "display_name": b.display_name, "version": b.version, "path": str(b.path),
+            "weights": b.has_weights, "task": b.metadata.get("task", ""), "configs": b.config_names()}  # fmt: skip
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    b = _bundle(args.bundle)
+    meta = b.metadata
+    if args.json:
+        print(json.dumps({**_summary(b), "metadata": meta}, indent=2))
+        return EXIT_OK
+    print(f"{b.display_name} ({b.name}) {b.version}\n  path: {b.path}")
+    for key in ("task", "description", "intended_use", "data_source"):
+        if meta.get(key):
+            print(f"  {key}: {meta[key]}")
+    size = f"{b.weights_path.stat().st_size / 1e6:.1f} MB" if b.has_weights else "missing"
+    print(f"  weights: {b.weights_path.relative_to(b.path)} ({size})")
+    print(f"  configs: {', '.join(b.config_names())}")
+    for kind in ("inputs", "outputs"):
+        for name, spec in meta.get("network_data_format", {}).get(kind, {}).items():
+            shape = "x".join(map(str, spec.get("spatial_shape", [])))
+            print(f"  {kind[:-1]} '{name}': {spec.get('type')} {spec.get('format')}, {spec.get('num_channels')} ch, {shape}")
+    for ref in meta.get("references", []):
+        print(f"  reference: {ref}")
+    return EXIT_OK
+
+
+def _audit(files: Sequence[Path], overrides: dict, trust: bool) -> None:
+    from mimtl.bundle import audit_config_files
+
+    findings = audit_config_files(files, overrides)
+    if findings and not trust:
+        listed = "\n  ".join(map(str, findings))
+        raise CliError(
+            f"The config uses constructs that can run arbitrary code:\n  {listed}\n"
+            "Read them; if you trust their author, run again with --trust (see docs/sharing_configs.md)."
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mimtl.bundle import BundleError, ConfigKeyError, parse_overrides
+
+    b = _bundle(args.bundle)
+    try:
+        overrides = parse_overrides(args.set or [])
+        files = b.config_files(args.config, args.override or [])
+    except (ValueError, BundleError) as e:
+        raise CliError(str(e)) from None
+    _audit(files, overrides, args.trust)
+    if args.nproc > 1:
+        return _launch_distributed(args)
+    try:
+        wf = b.workflow(args.config, extra=args.override or [], allow_new_keys=args.allow_new_keys, **overrides)
+    except (ConfigKeyError, BundleError) as e:
+        raise CliError(str(e)) from None
+    from mimtl.bundle.bundle import root_cause
+    from mimtl.io.validate import DataValidationError
+
+    try:
+        wf.initialize()
+        wf.run()
+    except Exception as e:
+        # Bad data is the user's input, not a crash: say which files, without a traceback.
+        if isinstance(root_cause(e), (DataValidationError, ConfigKeyError)):
+            raise CliError(str(root_cause(e))) from None
+        raise
+    finally:
+        wf.finalize()
+    return EXIT_OK
+
+
+def _launch_distributed(args: argparse.Namespace) -> int:
+    """Re-run the same command under torchrun, one process per device (gloo on CPU)."""
+    argv = [args.bundle, args.config]
+    argv += [f"--set={s}" for s in args.set or []] + [f"--override={f}" for f in args.override or []]
+    argv += ["--trust"] * args.trust + ["--allow-new-keys"] * args.allow_new_keys
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "mimtl", "run", *argv]  # fmt: skip
+    print("launching: " + " ".join(cmd), flush=True)
+    return EXIT_OK if subprocess.call(cmd) == 0 else EXIT_FAILED
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from mimtl.bundle import list_bundles, verify_bundle
+
+    if args.all == bool(args.bundles):
+        raise CliError("give bundle names or --all (not both).")
+    bundles = list_bundles() if args.all else [_bundle(n) for n in args.bundles]
+    if not bundles:
+        print("No bundles to verify (none shipped yet, and none on $MIMTL_BUNDLE_PATH).")
+        return EXIT_OK
+    report, failed = {}, 0
+    for b in bundles:
+        print(f"{b.name} {b.version}")
+        results = verify_bundle(b, on_result=lambda r: print(f"  {r}", flush=True))
+        report[b.name] = [vars(r) for r in results]
+        failed += not all(r.ok for r in results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"{len(bundles) - failed}/{len(bundles)} bundle(s) passed.")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mimtl.bundle import BundleError, export_bundle
+
+    b = _bundle(args.bundle)
+    try:
+        out = export_bundle(b, args.format, out=args.out, use_trace=True if args.trace else None)
+    except BundleError as e:
+        raise CliError(str(e)) from None
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from mimtl.bundle import audit_config_files
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        raise CliError(f"no such file: {', '.join(missing)}")
+    findings = audit_config_files(args.files)
+    for f in findings:
+        print(f)
+    print(f"{len(findings)} construct(s) need review in {len(args.files)} file(s).")
+    return EXIT_FAILED if findings else EXIT_OK
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from mimtl.io.datalist import load_datalist
+    from mimtl.io.validate import DataValidationError
+
+    try:
+        items = load_datalist(args.datalist, args.list_key, args.base_dir, keys=args.keys, deep=not args.shallow)
+    except DataValidationError as e:
+        print(e, file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.datalist}: {len(items)} '{args.list_key}' entries, all files usable.")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mimtl.demo import run_demo
+
+    rows = run_demo(args.out)
+    return EXIT_OK if all(r.ok for r in rows) else EXIT_FAILED
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mimtl import benchmark
+
+    return benchmark.main(args.bench_args) or EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mimtl import __version__
+
+    p = argparse.ArgumentParser(
+        prog="mimtl",
+        description="mimtl: MONAI bundles for learning from scarce medical data. "
+        "Verbs wrap MONAI's bundle API (python -m monai.bundle) with the same configs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"mimtl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("list", help="bundles found, their version and whether weights are present")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("info", help="what a bundle does, its inputs/outputs and files")
+    s.add_argument("bundle")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("run", help="run a bundle config (train, evaluate, inference, ...)")
+    s.add_argument("bundle")
+    s.add_argument("config", nargs="?", default="inference", help="config name (default: inference)")
+    s.add_argument("--set", action="append", metavar="ID=VALUE",
+                   help="override a config id, e.g. --set train::trainer::max_epochs=2 (repeatable; value is YAML)")
+    s.add_argument("--override", action="append", metavar="FILE",
+                   help="an override config file merged last (e.g. from another lab; audited first)")
+    s.add_argument("--trust", action="store_true", help="run configs even if the audit finds code-running constructs")
+    s.add_argument("--allow-new-keys", action="store_true", help="let --set add ids the config does not have")
+    s.add_argument("--nproc", type=int, default=1, help="processes for multi-GPU configs (torchrun; gloo on CPU)")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("verify", help="the model-zoo checks: files, metadata schema, properties, I/O, TorchScript")
+    s.add_argument("bundles", nargs="*", metavar="BUNDLE")
+    s.add_argument("--all", action="store_true", help="verify every bundle found")
+    s.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("export", help="export a bundle's network with its weights")
+    s.add_argument("bundle")
+    s.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    s.add_argument("--out", help="output file (default: models/model.ts or models/model.onnx in the bundle)")
+    s.add_argument("--trace", action="store_true", help="trace instead of trying to script first")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("audit", help="list the constructs of config files that can run arbitrary code")
+    s.add_argument("files", nargs="+", metavar="CONFIG")
+    s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("check-data", help="check every file of a datalist JSON before training")
+    s.add_argument("datalist")
+    s.add_argument("--list-key", default="training", help="which list of the datalist (default: training)")
+    s.add_argument("--keys", nargs="+", default=["image"], help="keys whose values are files (default: image)")
+    s.add_argument("--base-dir", help="folder relative paths start from (default: the datalist's folder)")
+    s.add_argument("--shallow", action="store_true", help="only check files exist and are not empty")
+    s.set_defaults(func=cmd_check_data)
+
+    s = sub.add_parser("demo", help="evaluate + infer with every shipped bundle on the demo data; one table")
+    s.add_argument("--out", default="demo_output", help="folder for outputs and pictures (default: demo_output)")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("bench", help="measure this machine and the models (see docs/performance.md)")
+    s.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for the benchmark (try: mimtl bench --help)")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"mimtl {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
