@@ -53,17 +53,13 @@ def root_cause(e: BaseException) -> BaseException:
 
 
 def shipped_bundles_dir() -> Path | None:
-    """The folder of bundles shipped with mimtl: package data when installed, else the checkout."""
-    try:
-        from importlib.resources import files
-
-        path = Path(str(files("mimtl._bundles")))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
-    checkout = Path(__file__).resolve().parents[2] / "bundles"
-    return checkout if checkout.is_dir() else None
+    """The folder of bundles shipped with mimtl: ``mimtl/_bundles`` in an installed wheel, else
+    ``bundles/`` of the checkout (editable installs and source trees)."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "_bundles", package.parent / "bundles"):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def bundle_search_path() -> list[Path]:
