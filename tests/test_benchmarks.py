@@ -1,0 +1,302 @@
+"""Fast tests of the benchmark harness logic (mimtl.benchmark) on tiny models.
+
+No wall-clock assertions: timings are only checked to be finite and positive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mimtl import benchmark as bm
+
+FAST = {"warmup": 1, "min_time": 0.0, "min_iters": 2}
+
+
+def _tiny_conv_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 2),
+    )
+
+
+def test_count_forward_flops_linear_and_conv():
+    # Linear: batch * in * out multiply-adds, 2 FLOPs each.
+    assert bm.count_forward_flops(torch.nn.Linear(16, 8), torch.randn(4, 16)) == 2 * 4 * 16 * 8
+    # Conv2d 3->5, 3x3 kernel, padding 1 on 2x3x10x12: out positions * in channels * kernel size MACs.
+    conv = torch.nn.Conv2d(3, 5, kernel_size=3, padding=1)
+    assert bm.count_forward_flops(conv, torch.randn(2, 3, 10, 12)) == 2 * (2 * 5 * 10 * 12) * (3 * 3 * 3)
+    # Tuple inputs are unpacked; element-wise ops are not counted.
+    assert bm.count_forward_flops(torch.add, (torch.randn(3), torch.randn(3))) == 0
+
+
+def test_measure_matmul_flops_fields():
+    r = bm.measure_matmul_flops(torch.float32, n=64, threads=1, repeat=3, warmup=1)
+    assert r["dtype"] == "float32" and r["n"] == 64 and r["threads"] == 1 and r["repeat"] == 3
+    assert r["flop"] == 2 * 64**3
+    assert math.isfinite(r["flops_per_s"]) and r["flops_per_s"] > 0
+    assert r["gflops_per_s"] == pytest.approx(r["flops_per_s"] / 1e9)
+    assert bm.measure_matmul_flops(torch.bfloat16, n=32, repeat=1, warmup=0)["dtype"] == "bfloat16"
+
+
+def test_measure_throughput_fields_and_modes():
+    calls = []
+
+    def fn(x):
+        calls.append(torch.is_grad_enabled())
+        return x * 2
+
+    r = bm.measure_throughput(fn, torch.ones(5, 3), warmup=2, min_time=0.0, min_iters=4)
+    assert r["batch_size"] == 5 and r["iters"] == 4 and r["warmup"] == 2 and len(calls) == 6
+    assert not any(calls)  # inference_mode by default
+    assert r["items_per_s"] == pytest.approx(5 / r["median_s"])
+    assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
+
+    made = []
+    r = bm.measure_throughput(
+        fn, make_batch=lambda: made.append(1) or torch.ones(2), batch_size=7, warmup=0, min_iters=3, max_iters=3,
+        min_time=10.0, grad_mode="enabled",
+    )
+    assert r["iters"] == 3 and r["batch_size"] == 7 and calls[-1] is True and len(made) == 3
+    with pytest.raises(ValueError):
+        bm.measure_throughput(fn)
+    with pytest.raises(ValueError):
+        bm.measure_throughput(fn, torch.ones(1), grad_mode="bogus")
+
+
+def test_compare_inference_paths_tiny_conv_net(monkeypatch):
+    real_build = bm._build_path
+
+    def build(name, model, x):
+        if name == "torchscript":
+            raise RuntimeError("simulated export failure")
+        return real_build(name, model, x)
+
+    monkeypatch.setattr(bm, "_build_path", build)
+    paths = ("channels_last", "bf16_autocast", "channels_last_bf16", "torchscript", "torch_compile", "onnxruntime")
+    net = _tiny_conv_net().train()
+    r = bm.compare_inference_paths(
+        net, (3, 8, 8), batch_size=2, paths=paths, compile=False, rounds=2,
+        matmul_flops={"float32": 1e9, "bfloat16": 2e9}, **FAST,
+    )
+    assert net.training  # the caller's model is not touched
+    assert list(r["paths"])[0] == bm.BASELINE_PATH  # baseline added and measured first
+    assert r["forward_flop"] == 2 * (2 * 4 * 8 * 8 * 27) + 2 * (2 * 4 * 2)
+    base = r["paths"][bm.BASELINE_PATH]
+    assert base["status"] == "ok" and base["speedup"] == 1.0 and base["max_abs_diff"] == 0.0
+    assert base["matmul_fraction"] == pytest.approx(base["flops_per_s"] / 1e9)
+    assert len(base["round_median_s"]) == 2
+    for name in ("channels_last", "bf16_autocast", "channels_last_bf16"):
+        entry = r["paths"][name]
+        assert entry["status"] == "ok", entry
+        assert math.isfinite(entry["speedup"]) and entry["speedup"] > 0
+        assert entry["max_abs_diff"] < (1e-5 if name == "channels_last" else 5e-2)
+    assert r["paths"]["bf16_autocast"]["precision"] == "bfloat16"
+    assert r["paths"]["bf16_autocast"]["matmul_fraction"] == pytest.approx(
+        r["paths"]["bf16_autocast"]["flops_per_s"] / 2e9
+    )
+    assert r["paths"]["torchscript"] == {"status": "error", "error": "RuntimeError: simulated export failure",
+                                         "speedup": None}
+    assert r["paths"]["torch_compile"]["status"] == "skipped"
+    onnx = r["paths"]["onnxruntime"]  # either works or is recorded, never raised
+    assert onnx["status"] in ("ok", "error")
+    if onnx["status"] == "ok":
+        assert onnx["max_abs_diff"] < 1e-4
+    json.dumps(r)  # results are JSON-serialisable
+    with pytest.raises(ValueError, match="unknown inference paths"):
+        bm.compare_inference_paths(_tiny_conv_net(), (3, 8, 8), paths=("warp_drive",))
+
+
+def test_compile_time_limit_records_error(monkeypatch):
+    import time
+
+    def slow_compile(model, *args, **kwargs):
+        time.sleep(5)
+        return model
+
+    monkeypatch.setattr(torch, "compile", slow_compile)
+    r = bm.compare_inference_paths(
+        _tiny_conv_net(), (3, 8, 8), batch_size=1, paths=("torch_compile",), compile_timeout_s=0.2, rounds=1,
+        matmul_flops={"float32": 1e9}, **FAST,
+    )
+    assert r["paths"]["torch_compile"]["status"] == "error"
+    assert "TimeoutError" in r["paths"]["torch_compile"]["error"]
+
+
+def test_compare_trainer_vs_loop_same_steps():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    batches = [{"image": torch.randn(2, 1, 8, 8), "label": torch.randn(2, 2, 8, 8)} for _ in range(3)]
+    before = [p.detach().clone() for p in model.parameters()]
+    r = bm.compare_trainer_vs_loop(
+        model, torch.nn.MSELoss(), lambda params: torch.optim.SGD(params, lr=0.1), batches, rounds=2, warmup_rounds=0
+    )
+    assert r["steps"] == {"trainer": 3, "loop": 3}
+    assert len(r["ratios"]) == 2 and len(r["times_s"]["trainer"]) == len(r["times_s"]["loop"]) == 2
+    assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+    assert r["trainer_steps_per_s"] > 0 and r["loop_steps_per_s"] > 0
+    assert r["max_param_diff"] < 1e-5  # both sides did the same updates
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # caller's model untouched
+    # (image, label) pairs work too
+    pairs = [(b["image"], b["label"]) for b in batches[:2]]
+    r = bm.compare_trainer_vs_loop(
+        model, torch.nn.MSELoss(), lambda p: torch.optim.SGD(p, lr=0.1), pairs, rounds=1, warmup_rounds=0,
+        trainer_kwargs={"decollate": False},
+    )
+    assert r["steps"] == {"trainer": 2, "loop": 2}
+
+
+INFERENCE_YAML = """
+imports:
+  - $import glob
+  - $import os
+bundle_root: "."
+device: "$torch.device('cpu')"
+dataset_dir: "$os.path.join(@bundle_root, 'data')"
+datalist: "$[{'image': f} for f in sorted(glob.glob(os.path.join(@dataset_dir, '*.png')))]"
+network_def:
+  _target_: BasicUNet
+  spatial_dims: 2
+  in_channels: 1
+  out_channels: 2
+  features: [4, 4, 8, 8, 16, 4]
+network: "$@network_def.to(@device)"
+preprocessing:
+  _target_: Compose
+  transforms:
+    - _target_: LoadImaged
+      keys: image
+      image_only: true
+    - _target_: EnsureChannelFirstd
+      keys: image
+    - _target_: ScaleIntensityd
+      keys: image
+    - _target_: Resized
+      keys: image
+      spatial_size: [32, 32]
+dataset:
+  _target_: Dataset
+  data: "@datalist"
+  transform: "@preprocessing"
+dataloader:
+  _target_: DataLoader
+  dataset: "@dataset"
+  batch_size: 2
+  shuffle: false
+  num_workers: 0
+inferer:
+  _target_: SimpleInferer
+postprocessing:
+  _target_: Compose
+  transforms:
+    - _target_: Activationsd
+      keys: pred
+      softmax: true
+    - _target_: AsDiscreted
+      keys: pred
+      argmax: true
+handlers:
+  - _target_: CheckpointLoader
+    load_path: "$os.path.join(@bundle_root, 'models', 'model.pt')"
+    load_dict:
+      model: "@network"
+evaluator:
+  _target_: SupervisedEvaluator
+  device: "@device"
+  val_data_loader: "@dataloader"
+  network: "@network"
+  inferer: "@inferer"
+  postprocessing: "@postprocessing"
+  val_handlers: "@handlers"
+  amp: false
+initialize:
+  - "$monai.utils.set_determinism(seed=0)"
+run:
+  - "$@evaluator.run()"
+"""
+
+METADATA = {
+    "version": "0.0.1",
+    "monai_version": "1.6.1",
+    "name": "tiny_seg",
+    "network_data_format": {
+        "inputs": {"image": {"type": "image", "format": "magnitude", "num_channels": 1, "spatial_shape": [32, 32],
+                             "dtype": "float32", "value_range": [0, 1], "is_patch_data": False}},
+        "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 2, "spatial_shape": [32, 32],
+                             "dtype": "float32", "value_range": [0, 1], "is_patch_data": False}},
+    },
+}
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path):
+    from monai.networks.nets import BasicUNet
+    from PIL import Image
+
+    root = tmp_path / "tiny_seg"
+    for sub in ("configs", "models", "data"):
+        (root / sub).mkdir(parents=True)
+    (root / "configs" / "inference.yaml").write_text(INFERENCE_YAML)
+    (root / "configs" / "metadata.json").write_text(json.dumps(METADATA))
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 36), dtype=np.uint8)).save(root / "data" / f"img{i}.png")
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def test_compare_bundle_inference_tiny_bundle(tiny_bundle):
+    r = bm.compare_bundle_inference(tiny_bundle, rounds=2, warmup_rounds=1, min_time=0.0)
+    assert r["bundle"] == "tiny_seg" and r["config_file"] == "inference.yaml"
+    assert r["items_per_run"] == 5 and r["batch_size"] == 2 and r["input_shape"] == [1, 32, 32]
+    for key in ("e2e_items_per_s", "e2e_epoch_items_per_s", "bare_items_per_s", "ratio", "ratio_epoch"):
+        assert math.isfinite(r[key]) and r[key] > 0, key
+    assert len(r["ratios"]) == 2
+    # overrides reach the workflow; explicit batch / shape win over the data loader / metadata
+    r = bm.compare_bundle_inference(
+        tiny_bundle, overrides={"dataloader#batch_size": 5}, input_shape=[1, 48, 48], rounds=1, warmup_rounds=0,
+        min_time=0.0,
+    )
+    assert r["batch_size"] == 5 and r["input_shape"] == [1, 48, 48]
+
+
+def test_markdown_report_and_update(tmp_path):
+    results = {
+        "name": "unit",
+        "command": "python benchmarks/run_all.py",
+        "runtime_s": 1.0,
+        "machine": bm.machine_info(),
+        "matmul": {"float32": {"dtype": "float32", "n": 8, "gflops_per_s": 1.5}},
+        "inference": {
+            "model": "Net", "input_shape": [3, 8, 8], "batch_size": 2, "forward_flop": 10**9,
+            "paths": {
+                "eager_fp32_nchw": {"status": "ok", "items_per_s": 2.0, "speedup": 1.0, "max_abs_diff": 0.0,
+                                    "flops_per_s": 1e9, "matmul_fraction": 0.5, "setup_s": 0.1},
+                "torch_compile": {"status": "skipped", "reason": "disabled", "speedup": None},
+            },
+        },
+        "trainer_vs_loop": {"model": "Net", "steps": {"trainer": 3, "loop": 3}, "rounds": 2, "trainer_steps_per_s": 9.0,
+                            "loop_steps_per_s": 10.0, "ratio": 0.9, "ratios": [0.85, 0.95], "max_param_diff": 0.0},
+        "bundles": {"status": "none", "note": "no bundle shipped yet", "searched": "bundles", "results": []},
+    }
+    md = bm.results_to_markdown(results)
+    assert "| eager_fp32_nchw | 2.00 | **1.00×** |" in md and "skipped: disabled" in md
+    assert "**0.900**" in md and "no bundle shipped yet" in md
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\nIntro.\n")
+    bm.update_markdown(doc, md)
+    bm.update_markdown(doc, "new table")  # regenerating replaces, keeps the intro
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nIntro.\n") and "new table" in text and "| eager_fp32_nchw" not in text
+    assert text.count(bm.DOC_BEGIN) == 1 and text.count(bm.DOC_END) == 1
