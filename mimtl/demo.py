@@ -60,7 +60,7 @@ def imagenet_photo_check(out_dir: Path) -> DemoRow:
         label = classes.get(top5[0], f"class {top5[0]}")
         draw = ImageDraw.Draw(photo)
         draw.rectangle((0, 0, 224, 18), fill=(0, 0, 0))
-        draw.text((4, 3), f"{name}: {label} {'ok' if hit else 'WRONG'}", fill=(0, 255, 0) if hit else (255, 0, 0))
+        draw.text((4, 3), f"{name}: {label} ({'ok' if hit else 'WRONG'})", fill=(0, 255, 0) if hit else (255, 0, 0))
         tiles.append(photo)
     sheet = Image.new("RGB", (224 * len(tiles), 224))
     for i, tile in enumerate(tiles):
@@ -73,11 +73,12 @@ def imagenet_photo_check(out_dir: Path) -> DemoRow:
 
 
 def _read_metrics(folder: Path) -> str:
-    """MONAI's MetricsSaver writes ``metrics.csv`` as ``name<TAB>value`` lines."""
+    """MONAI's MetricsSaver writes ``metrics.csv`` as ``name<delimiter>value`` lines (``,`` by default)."""
     f = folder / "metrics.csv"
     if not f.is_file():
         return "no metrics.csv written"
-    rows = [r for r in csv.reader(f.open(), delimiter="\t") if len(r) == 2]
+    text = f.read_text()
+    rows = [r for r in csv.reader(text.splitlines(), csv.Sniffer().sniff(text, delimiters=",\t")) if len(r) == 2]
     return ", ".join(f"{k}={float(v):.4f}" for k, v in rows) or "metrics.csv is empty"
 
 

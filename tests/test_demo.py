@@ -1,0 +1,21 @@
+"""`mimtl demo`: every shipped bundle is evaluated and run, the ImageNet check is real."""
+
+from mimtl.demo import run_demo
+
+
+def test_demo_runs_each_bundle_and_the_imagenet_check(tiny_bundle, tmp_path, capsys):
+    rows = run_demo(tmp_path / "demo")
+    by_what = {r.what: r for r in rows}
+    assert by_what["EfficientNet-Lite0 ImageNet weights"].result == "3/3 photos in their class (top-5)"
+    assert (tmp_path / "demo" / "imagenet_check.png").is_file()
+    assert by_what["tiny_cls evaluate"].ok and "val_accuracy=" in by_what["tiny_cls evaluate"].result
+    assert by_what["tiny_cls inference"].ok
+    assert (tmp_path / "demo" / "tiny_cls" / "inference" / "predictions.csv").is_file()
+    out = capsys.readouterr().out
+    assert "tiny_cls evaluate" in out and str((tmp_path / "demo").resolve()) in out
+
+
+def test_demo_reports_a_bundle_without_weights(tiny_bundle, tmp_path):
+    (tiny_bundle / "models" / "model.pt").unlink()
+    rows = run_demo(tmp_path / "demo", with_imagenet=False)
+    assert [(r.what, r.ok) for r in rows] == [("tiny_cls", False)]
