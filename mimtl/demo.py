@@ -78,6 +78,8 @@ def _read_metrics(folder: Path) -> str:
     if not f.is_file():
         return "no metrics.csv written"
     text = f.read_text()
+    if not text.strip():
+        return "metrics.csv is empty"
     rows = [r for r in csv.reader(text.splitlines(), csv.Sniffer().sniff(text, delimiters=",\t")) if len(r) == 2]
     return ", ".join(f"{k}={float(v):.4f}" for k, v in rows) or "metrics.csv is empty"
 

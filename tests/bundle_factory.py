@@ -16,6 +16,18 @@ from PIL import Image
 
 SIZE = 32
 
+NETWORK = """
+network_def:
+  _target_: DenseNet
+  spatial_dims: 2
+  in_channels: 1
+  out_channels: '@num_classes'
+  init_features: 8
+  growth_rate: 4
+  block_config: [2, 2]
+  bn_size: 2
+"""
+
 TRAIN = """
 bundle_root: .
 ckpt_dir: $@bundle_root + '/models'
@@ -26,15 +38,7 @@ device: $torch.device('cpu')
 seed: 0
 val_interval: 1
 num_classes: 2
-network_def:
-  _target_: DenseNet
-  spatial_dims: 2
-  in_channels: 1
-  out_channels: '@num_classes'
-  init_features: 8
-  growth_rate: 4
-  block_config: [2, 2]
-  bn_size: 2
+__NETWORK__
 network: $@network_def.to(@device)
 loss: {_target_: torch.nn.CrossEntropyLoss}
 optimizer: {_target_: torch.optim.Adam, params: "$@network.parameters()", lr: 0.001}
@@ -127,15 +131,7 @@ output_dir: $@bundle_root + '/eval'
 dataset_dir: $@bundle_root + '/data/images'
 device: $torch.device('cpu')
 num_classes: 2
-network_def:
-  _target_: DenseNet
-  spatial_dims: 2
-  in_channels: 1
-  out_channels: '@num_classes'
-  init_features: 8
-  growth_rate: 4
-  block_config: [2, 2]
-  bn_size: 2
+__NETWORK__
 network: $@network_def.to(@device)
 preprocessing:
   _target_: Compose
@@ -246,7 +242,9 @@ def make_bundle(root: Path, name: str = "tiny_cls", n: int = 12, weights: bool =
     items = write_images(b / "data" / "images", n)
     half = n // 2
     (b / "data" / "datalist.json").write_text(json.dumps({"training": items[:half], "validation": items[half:]}))
-    for fname, text in [("train", TRAIN), ("evaluate", EVALUATE), ("multi_gpu_train", MULTI_GPU), ("inference", INFERENCE)]:
+    configs = [("train", TRAIN), ("evaluate", EVALUATE), ("multi_gpu_train", MULTI_GPU), ("inference", INFERENCE)]
+    for fname, text in configs:
+        text = text.replace("__NETWORK__\n", NETWORK)
         yaml.safe_load(text)  # fail here, not deep inside MONAI, if a fixture config is malformed
         (b / "configs" / f"{fname}.yaml").write_text(text.lstrip())
     (b / "configs" / "logging.conf").write_text(LOGGING)

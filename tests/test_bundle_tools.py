@@ -140,3 +140,20 @@ def test_export(tiny_bundle, tmp_path, fmt):
         got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x[:1].numpy()})[0])
         want = want[:1]
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_monai_verify_metadata_cli_offline(tiny_bundle):
+    """The documented MONAI command validates against the shipped schema without downloading."""
+    import subprocess
+    import sys
+
+    from mimtl.bundle import METADATA_SCHEMA
+
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
+           str(tiny_bundle / "configs" / "metadata.json"), "--filepath", str(METADATA_SCHEMA)]  # fmt: skip
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "metadata is verified with no error" in ok.stdout + ok.stderr
+    _edit_meta(tiny_bundle, authors=None)
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "'authors' is a required property" in bad.stderr
