@@ -81,3 +81,7 @@ def register_readers() -> None:
 
 
 register_readers()
+
+# The JSRT raw-file reader lives beside its adapter; importing it registers it for .IMG files,
+# so every LoadImage (mimtl check-data included) reads JSRT as-is.
+from mimtl.io.adapters import jsrt as _jsrt  # noqa: E402,F401
