@@ -34,6 +34,8 @@ examples:
   mimtl export BUNDLE --format onnx
   mimtl audit shared_config.yaml
   mimtl check-data datalist.json --keys image label
+  mimtl data demo classification --out demo_data/cls --n 100
+  mimtl data adapt chexpert /data/chexpert --out chexpert.json --option uncertain=ones
 
 BUNDLE is a bundle name (see `mimtl list`) or a path to a bundle folder.
 Docs: docs/index.md in the repository, or `python -m monai.bundle --help` for MONAI's own CLI.
@@ -211,6 +213,49 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from mimtl.io.demo import DEMO_TASKS, build_demo
+    from mimtl.io.sources import SourceUnavailableError
+
+    tasks = list(DEMO_TASKS) if args.task == "all" else [args.task]
+    for task in tasks:
+        out = Path(args.out) / task if len(tasks) > 1 else Path(args.out)
+        try:
+            datalist = build_demo(task, out, n=args.n, seed=args.seed)
+        except SourceUnavailableError as e:
+            raise CliError(str(e)) from None
+        print(f"{task}: {datalist} (contact sheet: {datalist.parent / 'contact_sheet.png'})")
+    return EXIT_OK
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from mimtl.io.sources import SOURCES, SourceUnavailableError, fetch
+
+    for name in SOURCES:
+        try:
+            print(f"{name}: {fetch(name)}")
+        except SourceUnavailableError as e:
+            raise CliError(str(e)) from None
+    return EXIT_OK
+
+
+def cmd_data_adapt(args: argparse.Namespace) -> int:
+    from mimtl.bundle import parse_overrides
+    from mimtl.io.adapters import ADAPTERS, adapt
+    from mimtl.io.validate import DataValidationError
+
+    if args.name not in ADAPTERS:
+        raise CliError(f"unknown data set '{args.name}'; choose one of {', '.join(ADAPTERS)}.")
+    try:
+        options = parse_overrides(args.option or [])
+        datalist = adapt(args.name, args.root, out=args.out, **options)
+    except (DataValidationError, ValueError, TypeError) as e:
+        raise CliError(str(e)) from None
+    counts = ", ".join(f"{k}: {len(v)}" for k, v in datalist.items() if isinstance(v, list) and v and isinstance(v[0], dict))
+    print(f"wrote {args.out} ({counts})")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mimtl.demo import run_demo
 
@@ -276,6 +321,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base-dir", help="folder relative paths start from (default: the datalist's folder)")
     s.add_argument("--shallow", action="store_true", help="only check files exist and are not empty")
     s.set_defaults(func=cmd_check_data)
+
+    s = sub.add_parser("data", help="build the embedded demo data, fetch its sources, adapt public data sets")
+    data = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    d = data.add_parser("demo", help="build a demo data set from real anatomy (public layout + datalist + contact sheet)")
+    d.add_argument("task", help="classification, landmarks, segmentation, brain, or all")
+    d.add_argument("--out", required=True, help="output folder (with 'all': one subfolder per task)")
+    d.add_argument("--n", type=int, help="number of images/cases (default: the builder's)")
+    d.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default: 0)")
+    d.set_defaults(func=cmd_data_demo)
+    d = data.add_parser("fetch", help="download and verify the source volumes into the cache ($MIMTL_CACHE_DIR)")
+    d.set_defaults(func=cmd_data_fetch)
+    d = data.add_parser("adapt", help="turn a public data set in its published layout into a MONAI datalist JSON")
+    d.add_argument("name", help="chexpert, chestxray14, pneumonia, isbi2015, hand_atlas, shenzhen, jsrt, brats")
+    d.add_argument("root", help="the folder the data set was unpacked into")
+    d.add_argument("--out", required=True, help="datalist JSON to write (paths are stored relative to it)")
+    d.add_argument("--option", action="append", metavar="KEY=VALUE", help="adapter option, e.g. uncertain=ones")
+    d.set_defaults(func=cmd_data_adapt)
 
     s = sub.add_parser("demo", help="evaluate + infer with every shipped bundle on the demo data; one table")
     s.add_argument("--out", default="demo_output", help="folder for outputs and pictures (default: demo_output)")

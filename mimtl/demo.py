@@ -107,12 +107,38 @@ def run_bundle_demo(bundle, out_dir: Path) -> list[DemoRow]:
     return rows
 
 
-def run_demo(out_dir: str | Path = "demo_output", with_imagenet: bool = True) -> list[DemoRow]:
+def demo_data_rows(tasks: list[str] | None = None) -> list[DemoRow]:
+    """Build (or find in the cache) each demo data set; one row per set with its contact sheet."""
+    import json
+    import time
+
+    from mimtl.io.demo import DEMO_TASKS, demo_datalist
+
+    rows = []
+    for task in DEMO_TASKS if tasks is None else tasks:
+        print(f"demo data: {task} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            datalist = demo_datalist(task)
+        except Exception as e:
+            rows.append(DemoRow(f"demo data {task}", f"failed: {type(e).__name__}: {e}", False))
+            continue
+        seconds = time.perf_counter() - start
+        content = json.loads(datalist.read_text())
+        sizes = "/".join(str(len(content.get(k, []))) for k in ("training", "validation", "test"))
+        how = f"built in {seconds:.0f} s" if seconds > 1 else "cached"
+        rows.append(DemoRow(f"demo data {task}", f"train/val/test {sizes} ({how})", True,
+                            str(datalist.parent / "contact_sheet.png")))  # fmt: skip
+    return rows
+
+
+def run_demo(out_dir: str | Path = "demo_output", with_imagenet: bool = True, with_data: bool = True) -> list[DemoRow]:
     """Run the whole demo and print its table; returns the rows."""
     from mimtl.bundle import list_bundles
 
     out_dir = Path(out_dir)
     rows = [imagenet_photo_check(out_dir)] if with_imagenet else []
+    rows += demo_data_rows() if with_data else []
     bundles = list_bundles()
     for bundle in bundles:
         print(f"running {bundle.name} {bundle.version} ...", flush=True)
@@ -123,4 +149,7 @@ def run_demo(out_dir: str | Path = "demo_output", with_imagenet: bool = True) ->
 
     print(format_table([("", "what", "result")] + [("ok" if r.ok else "FAIL", r.what, r.result) for r in rows]))
     print(f"\nPictures and outputs: {out_dir.resolve()}")
+    for r in rows:
+        if r.pictures and r.pictures.endswith(".png"):
+            print(f"  {r.what}: {r.pictures}")
     return rows

@@ -106,3 +106,23 @@ def test_multi_gpu_train_on_two_cpu_processes(tiny_bundle):
     assert (tiny_bundle / "models" / "model.pt").is_file()
     sd = torch.load(tiny_bundle / "models" / "model.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in sd)  # saved unwrapped, loads into network_def
+
+
+def test_data_adapt(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "chest_xray"
+    for split in ("train", "val", "test"):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            (root / split / cls).mkdir(parents=True)
+            name = "IM-0001-0001.jpeg" if cls == "NORMAL" else "person1_bacteria_1.jpeg"
+            Image.fromarray(np.full((16, 16), 100, np.uint8)).save(root / split / cls / name)
+    out = tmp_path / "pneumonia.json"
+    assert main(["data", "adapt", "pneumonia", str(tmp_path), "--out", str(out)]) == 0
+    assert "training: 2" in capsys.readouterr().out
+    items = json.loads(out.read_text())["training"]
+    assert sorted(i["label"] for i in items) == [0, 1]
+    assert main(["data", "adapt", "pneumonia", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "chest_xray" in capsys.readouterr().err
+    assert main(["data", "adapt", "chexpert", str(tmp_path), "--out", str(out), "--option", "uncertain=maybe"]) == 2
