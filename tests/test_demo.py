@@ -4,7 +4,7 @@ from mimtl.demo import run_demo
 
 
 def test_demo_runs_each_bundle_and_the_imagenet_check(tiny_bundle, tmp_path, capsys):
-    rows = run_demo(tmp_path / "demo")
+    rows = run_demo(tmp_path / "demo", with_data=False)
     by_what = {r.what: r for r in rows}
     assert by_what["EfficientNet-Lite0 ImageNet weights"].result == "3/3 photos in their class (top-5)"
     assert (tmp_path / "demo" / "imagenet_check.png").is_file()
@@ -17,5 +17,5 @@ def test_demo_runs_each_bundle_and_the_imagenet_check(tiny_bundle, tmp_path, cap
 
 def test_demo_reports_a_bundle_without_weights(tiny_bundle, tmp_path):
     (tiny_bundle / "models" / "model.pt").unlink()
-    rows = run_demo(tmp_path / "demo", with_imagenet=False)
+    rows = run_demo(tmp_path / "demo", with_imagenet=False, with_data=False)
     assert [(r.what, r.ok) for r in rows] == [("tiny_cls", False)]
