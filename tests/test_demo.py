@@ -19,3 +19,16 @@ def test_demo_reports_a_bundle_without_weights(tiny_bundle, tmp_path):
     (tiny_bundle / "models" / "model.pt").unlink()
     rows = run_demo(tmp_path / "demo", with_imagenet=False, with_data=False)
     assert [(r.what, r.ok) for r in rows] == [("tiny_cls", False)]
+
+
+def test_demo_datalist_builds_once_then_reuses(tmp_path):
+    import time
+
+    from mimtl.io.demo import demo_datalist
+
+    first = demo_datalist("brain", n=3, root=tmp_path, progress=False)
+    assert first.parent.name == "brain-seed0-n3" and (first.parent / "contact_sheet.png").is_file()
+    stamp = first.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert demo_datalist("brain", n=3, root=tmp_path) == first
+    assert first.stat().st_mtime_ns == stamp  # reused, not rebuilt

@@ -31,16 +31,19 @@ def build_demo(task: str, out_dir: str | Path, n: int | None = None, seed: int =
     return builder(Path(out_dir), **kwargs)
 
 
-def demo_datalist(task: str, n: int | None = None, seed: int = 0, progress: bool = True) -> Path:
+def demo_datalist(
+    task: str, n: int | None = None, seed: int = 0, progress: bool = True, root: str | Path | None = None
+) -> Path:
     """The datalist of demo data set ``task`` in the user cache, built on first use.
 
     Bundles point their default data here, so a new user's first ``train`` or ``evaluate`` runs
     without any download step; the folder name records seed and size, so a different request
-    never reuses a data set built for another.
+    never reuses a data set built for another. ``root`` defaults to ``<cache>/demo``.
     """
     from mimtl.io.sources import cache_dir
 
-    folder = cache_dir() / "demo" / f"{task}-seed{seed}-n{'default' if n is None else n}"
+    root = Path(root) if root is not None else cache_dir() / "demo"
+    folder = root / f"{task}-seed{seed}-n{'default' if n is None else n}"
     datalist = folder / "datalist.json"
     if datalist.is_file():
         return datalist
