@@ -126,3 +126,12 @@ def test_data_adapt(tmp_path, capsys):
     assert main(["data", "adapt", "pneumonia", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "chest_xray" in capsys.readouterr().err
     assert main(["data", "adapt", "chexpert", str(tmp_path), "--out", str(out), "--option", "uncertain=maybe"]) == 2
+
+
+def test_monai_bundle_run_works_on_the_same_configs(tiny_bundle):
+    """The mimtl conventions stay plain MONAI: `python -m monai.bundle run` trains and evaluates."""
+    base = [sys.executable, "-m", "monai.bundle", "run", "--meta_file", "configs/metadata.json", "--bundle_root", "."]
+    for configs in ("configs/train.yaml", "['configs/train.yaml','configs/evaluate.yaml']"):
+        out = subprocess.run(base + ["--config_file", configs], cwd=tiny_bundle, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert "val_accuracy" in (tiny_bundle / "eval" / "metrics.csv").read_text()
