@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DemoRow", "run_demo", "imagenet_photo_check", "PHOTO_CLASSES"]
+__all__ = ["DemoRow", "run_demo", "imagenet_photo_check", "read_metrics", "PHOTO_CLASSES"]
 
 #: scikit-image photos and the ImageNet-1k classes they belong to (index: name).
 PHOTO_CLASSES = {
@@ -72,16 +72,28 @@ def imagenet_photo_check(out_dir: Path) -> DemoRow:
                    correct == n, str(out_dir / "imagenet_check.png"))  # fmt: skip
 
 
-def _read_metrics(folder: Path) -> str:
-    """MONAI's MetricsSaver writes ``metrics.csv`` as ``name<delimiter>value`` lines (``,`` by default)."""
-    f = folder / "metrics.csv"
+def read_metrics(folder: Path) -> dict[str, float]:
+    """The ``metrics.csv`` MONAI's MetricsSaver writes: ``name<delimiter>value`` lines (``,`` by default).
+
+    Raises:
+        FileNotFoundError: no ``metrics.csv`` in ``folder``.
+    """
+    f = Path(folder) / "metrics.csv"
     if not f.is_file():
-        return "no metrics.csv written"
+        raise FileNotFoundError(f"no metrics.csv written in {folder}")
     text = f.read_text()
     if not text.strip():
-        return "metrics.csv is empty"
-    rows = [r for r in csv.reader(text.splitlines(), csv.Sniffer().sniff(text, delimiters=",\t")) if len(r) == 2]
-    return ", ".join(f"{k}={float(v):.4f}" for k, v in rows) or "metrics.csv is empty"
+        return {}
+    rows = csv.reader(text.splitlines(), csv.Sniffer().sniff(text, delimiters=",\t"))
+    return {r[0]: float(r[1]) for r in rows if len(r) == 2}
+
+
+def _metrics_summary(folder: Path) -> str:
+    try:
+        metrics = read_metrics(folder)
+    except FileNotFoundError as e:
+        return str(e)
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) or "metrics.csv is empty"
 
 
 def run_bundle_demo(bundle, out_dir: Path) -> list[DemoRow]:
@@ -102,7 +114,7 @@ def run_bundle_demo(bundle, out_dir: Path) -> list[DemoRow]:
             cause = root_cause(e)
             rows.append(DemoRow(f"{bundle.name} {config}", f"failed: {type(cause).__name__}: {cause}", False))
             continue
-        result = _read_metrics(target) if config == "evaluate" else f"{sum(1 for _ in target.rglob('*'))} files"
+        result = _metrics_summary(target) if config == "evaluate" else f"{sum(1 for _ in target.rglob('*'))} files"
         rows.append(DemoRow(f"{bundle.name} {config}", result, True, str(target)))
     return rows
 

@@ -34,7 +34,7 @@ BUNDLE_PATH_ENV = "MIMTL_BUNDLE_PATH"
 OVERRIDE_BASES = {"evaluate": "train", "multi_gpu_train": "train", "multi_gpu_evaluate": "evaluate"}
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 #: ConfigWorkflow's ``workflow_type`` for each config name (decides which properties are required).
-WORKFLOW_TYPES = {"inference": "infer"}
+WORKFLOW_TYPES = {"inference": "infer", "experiment": None}
 
 
 class BundleError(ValueError):
