@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-__all__ = ["DEMO_TASKS", "build_demo", "demo_datalist"]
+__all__ = ["DEMO_TASKS", "build_demo", "demo_datalist", "demo_dir"]
 
 #: task -> "module:function" of its builder, ``builder(out_dir, n=..., seed=0, progress=True) -> datalist path``.
 DEMO_TASKS = {
@@ -48,3 +48,12 @@ def demo_datalist(
     if datalist.is_file():
         return datalist
     return build_demo(task, folder, n=n, seed=seed, progress=progress)
+
+
+def demo_dir(task: str, n: int | None = None, seed: int = 0, progress: bool = True) -> str:
+    """The folder of demo data set ``task`` (holding ``datalist.json``), built on first use.
+
+    A bundle's ``dataset_dir`` defaults to it; users point ``dataset_dir`` at their own data
+    (e.g. the output folder of ``mimtl data adapt``) instead.
+    """
+    return str(demo_datalist(task, n=n, seed=seed, progress=progress).parent)

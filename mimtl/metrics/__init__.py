@@ -1,0 +1,7 @@
+"""Metrics and metric handlers beyond MONAI's."""
+
+from __future__ import annotations
+
+from mimtl.metrics.classification import metric_name, per_label_auc
+
+__all__ = ["metric_name", "per_label_auc"]
