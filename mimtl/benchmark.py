@@ -638,7 +638,7 @@ def compare_bundle_inference(
     one ``evaluator.run()`` over its data loader -- reading files, preprocessing, inferer,
     postprocessing and the evaluator's handlers (e.g. checkpoint loading) -- in items/s of its
     dataset; ``epoch`` variants time only EPOCH_STARTED..EPOCH_COMPLETED (no run-start
-    handlers).  Bare is ``network_def`` (eval, ``torch.no_grad`` like the evaluator) on random
+    handlers).  Bare is the evaluator's network through its inferer (eval, ``torch.no_grad``) on random
     tensors of shape ``(batch, num_channels, *spatial_shape)`` from the metadata's
     ``network_data_format.inputs.image`` (``input_shape`` overrides, channels first), batch =
     the evaluator's data-loader batch size unless ``batch_size`` is given.  The two
@@ -660,7 +660,6 @@ def compare_bundle_inference(
     workflow.initialize()
     evaluator = workflow.evaluator
     device = torch.device(workflow.device)
-    network = workflow.network_def.to(device).eval()
 
     loader = evaluator.data_loader
     dataset = getattr(loader, "dataset", None)
@@ -673,12 +672,14 @@ def compare_bundle_inference(
     if not all(isinstance(s, int) for s in input_shape):
         raise ValueError(f"metadata input shape {input_shape} is not all integers; pass input_shape=")
     x = torch.randn((batch_size, *input_shape), device=device)
-    bare_fn: Callable[[torch.Tensor], Any] = network
-    if getattr(evaluator, "amp", False) and device.type == "cuda":  # MONAI's evaluator autocasts on CUDA only
+    # bare = the evaluator's own network through its own inferer (same precision and memory
+    # format as end-to-end), on tensors already in memory: no files, transforms or handlers
+    network, inferer = evaluator.network.eval(), evaluator.inferer
+    cuda_amp = bool(getattr(evaluator, "amp", False)) and device.type == "cuda"  # MONAI autocasts on CUDA only
 
-        def bare_fn(inp: torch.Tensor) -> Any:
-            with torch.autocast("cuda"):
-                return network(inp)
+    def bare_fn(inp: torch.Tensor) -> Any:
+        with torch.autocast("cuda", enabled=cuda_amp):
+            return inferer(inp, network)
 
     epoch_t: dict[str, float] = {}
     evaluator.add_event_handler(Events.EPOCH_STARTED, lambda _: epoch_t.update(start=time.perf_counter()))
