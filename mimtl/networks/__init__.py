@@ -1,11 +1,34 @@
 """Network architectures (one module per architecture) and their offline pretrained weights.
 
 Importing this package registers ``"efficientnet-lite0"`` ... ``"efficientnet-lite4"`` as MONAI ``FlexibleUNet``
-backbones.
+backbones. Classification: :func:`create_backbone` (uniform backbone interface, torchvision/timm weight files),
+color modules (:func:`color_module`) and :class:`ColorizedClassifier` (Morra et al., ICPR 2020).
 """
 
 from __future__ import annotations
 
+from mimtl.networks.backbones import (
+    BACKBONES,
+    IMAGENET_BACKBONES,
+    DenseNetBackbone,
+    EfficientNetLiteBackbone,
+    ResNetBackbone,
+    create_backbone,
+    load_backbone_weights,
+)
+from mimtl.networks.classifier import ColorizedClassifier, load_color_module
+from mimtl.networks.color import (
+    COLOR_MODULES,
+    XRAY_MEAN,
+    XRAY_STD,
+    ColorUNet,
+    Conv1x1Color,
+    DeconvColor,
+    GrayToRGB,
+    PixelShuffleColor,
+    color_module,
+    icnr_,
+)
 from mimtl.networks.efficientnet_lite import (
     EFFICIENTNET_LITE_PARAMS,
     IMAGENET_LITE_MEAN,
@@ -22,6 +45,25 @@ from mimtl.networks.efficientnet_lite import (
 from mimtl.networks.weights import get_efficientnet_lite_weights_path, load_efficientnet_lite_imagenet
 
 __all__ = [
+    "BACKBONES",
+    "COLOR_MODULES",
+    "IMAGENET_BACKBONES",
+    "XRAY_MEAN",
+    "XRAY_STD",
+    "ColorUNet",
+    "ColorizedClassifier",
+    "Conv1x1Color",
+    "DeconvColor",
+    "DenseNetBackbone",
+    "EfficientNetLiteBackbone",
+    "GrayToRGB",
+    "PixelShuffleColor",
+    "ResNetBackbone",
+    "color_module",
+    "create_backbone",
+    "icnr_",
+    "load_backbone_weights",
+    "load_color_module",
     "EFFICIENTNET_LITE_PARAMS",
     "IMAGENET_LITE_MEAN",
     "IMAGENET_LITE_STD",
