@@ -17,6 +17,7 @@ from monai.data import ImageReader
 from monai.utils import optional_import
 from monai.transforms.io.array import SUPPORTED_READERS
 
+from mimtl.io.dataset import TolerantDataset
 from mimtl.io.dicom import DICOM_SUFFIXES, DicomXrayReader, decoder_install_hint
 from mimtl.io.meta import (
     SPACING_UNKNOWN,
@@ -43,6 +44,7 @@ __all__ = [
     "SimpleITKReader",
     "StandardizeImageMeta",
     "StandardizeImageMetad",
+    "TolerantDataset",
     "decoder_install_hint",
     "load_image",
     "register_readers",
