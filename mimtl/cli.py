@@ -127,17 +127,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         wf = b.workflow(args.config, extra=args.override or [], allow_new_keys=args.allow_new_keys, **overrides)
     except (ConfigKeyError, BundleError) as e:
         raise CliError(str(e)) from None
+    import traceback
+
     from mimtl.bundle.bundle import root_cause
+    from mimtl.io.meta import ImageReadError
     from mimtl.io.validate import DataValidationError
 
     try:
         wf.initialize()
         wf.run()
     except Exception as e:
+        cause = root_cause(e)
         # Bad data is the user's input, not a crash: say which files, without a traceback.
-        if isinstance(root_cause(e), (DataValidationError, ConfigKeyError)):
-            raise CliError(str(root_cause(e))) from None
-        raise
+        if isinstance(cause, (DataValidationError, ImageReadError, ConfigKeyError)):
+            raise CliError(str(cause)) from None
+        # MONAI wraps errors in "Failed to evaluate ..." layers: end with the one that matters
+        traceback.print_exc()
+        print(f"mimtl run: failed: {type(cause).__name__}: {cause}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         wf.finalize()
     return EXIT_OK
