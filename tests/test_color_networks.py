@@ -444,7 +444,7 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("backbone", ["efficientnet-lite0", "resnet18"])
 def test_freezing_really_freezes(backbone):
     # the real stage-1 set-up for EfficientNet-Lite0: ImageNet weights (a random one in eval mode has ~0 features)
-    model = ColorizedClassifier("deconv", backbone, num_classes=2)
+    model = ColorizedClassifier("deconv", backbone, num_classes=2, backbone_bn_stats="update")
     model.freeze("backbone")
     assert model.frozen_parts == ("backbone",)
     model.train()
@@ -491,6 +491,23 @@ def test_freezing_really_freezes(backbone):
 
     with pytest.raises(ValueError, match="unknown part"):
         model.freeze("classifier")
+
+
+def test_backbone_bn_statistics_stay_pretrained_by_default():
+    # fine-tuning with small batches: the backbone's weights train, its BN running statistics do not
+    model = ColorizedClassifier("conv1x1", "resnet18", num_classes=2)
+    model.train()
+    bn = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bn and not any(m.training for m in bn) and model.backbone.training
+    before = _snapshot(model)
+    _train_step(model, _xray())
+    after = model.state_dict()
+    buffers = [k for k in before if k.startswith("backbone.") and ("running_" in k or "num_batches" in k)]
+    params = [f"backbone.{n}" for n, _ in model.backbone.named_parameters()]
+    assert buffers and all(torch.equal(after[k], before[k]) for k in buffers)
+    assert all(not torch.equal(after[k], before[k]) for k in params)
+    with pytest.raises(ValueError, match="backbone_bn_stats"):
+        ColorizedClassifier("gray", "resnet18", num_classes=2, backbone_bn_stats="adapt")
 
 
 def test_reset_classifier_keeps_freeze_state():

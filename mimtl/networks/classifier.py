@@ -121,6 +121,12 @@ class ColorizedClassifier(nn.Module):
             module (:func:`load_color_module`; same color module type required).
         freeze_color: freeze the color module permanently (``freeze("color")``; ``unfreeze("color")`` then raises
             until ``model.freeze_color`` is set to ``False``).
+        backbone_bn_stats: ``"frozen"`` (default): the backbone's batch-norm layers always normalise with their
+            running (e.g. ImageNet) statistics and never update them, also while the backbone is fine-tuned; their
+            affine weights still train. With small batches the running statistics otherwise lag behind the batch
+            statistics training uses (EfficientNet's BN momentum is 0.01), and evaluation sees a different network
+            than training did; keeping them also makes the color module map X-rays into the statistics the
+            backbone was pretrained on. ``"update"``: ordinary batch norm in train mode.
     """
 
     __jit_unused_properties__ = ["frozen_parts"]
@@ -136,8 +142,12 @@ class ColorizedClassifier(nn.Module):
         dropout: float | None = None,
         color_weights: str | os.PathLike | None = None,
         freeze_color: bool = False,
+        backbone_bn_stats: str = "frozen",
     ) -> None:
         super().__init__()
+        if backbone_bn_stats not in ("frozen", "update"):
+            raise ValueError(f"backbone_bn_stats must be 'frozen' or 'update', got {backbone_bn_stats!r}.")
+        self.backbone_bn_stats = backbone_bn_stats
         if isinstance(color_module, str):
             color: nn.Module = _build_color(color_module, in_channels)
         elif isinstance(color_module, nn.Module):
@@ -263,6 +273,10 @@ class ColorizedClassifier(nn.Module):
                         m.train(True)
             if "head" in self._frozen:
                 for m in head:
+                    m.train(False)
+        if mode and getattr(self, "backbone_bn_stats", "update") == "frozen":
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.train(False)
         return self
 
