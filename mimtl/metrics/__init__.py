@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mimtl.metrics.classification import metric_name, per_label_auc
+from mimtl.metrics.classification import metric_name, per_label_auc, youden_thresholds
 
-__all__ = ["metric_name", "per_label_auc"]
+__all__ = ["metric_name", "per_label_auc", "youden_thresholds"]
