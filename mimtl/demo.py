@@ -103,8 +103,10 @@ def run_bundle_demo(bundle, out_dir: Path) -> list[DemoRow]:
     rows = []
     for config in ("evaluate", "inference"):
         target = out_dir / bundle.name / config
+        # pictures where a bundle can draw them (e.g. Grad-CAM overlays)
+        pictures = {"gradcam": True} if config == "inference" and "gradcam" in bundle.parser(config).config else {}
         try:
-            wf = bundle.workflow(config, output_dir=str(target), configure_logging=False)
+            wf = bundle.workflow(config, output_dir=str(target), configure_logging=False, **pictures)
             wf.initialize()
             wf.run()
             wf.finalize()
