@@ -33,5 +33,6 @@ def test_wheel_ships_bundles_and_schema(tmp_path):
     assert out.returncode == 0, out.stderr
     module, bundles, schema = out.stdout.strip().splitlines()
     assert module.startswith(str(target))
-    assert bundles == f"[PosixPath('{target}/mimtl/_bundles/tiny_cls')]"
+    assert f"PosixPath('{target}/mimtl/_bundles/tiny_cls')" in bundles
+    assert f"PosixPath('{target}/mimtl/_bundles/xray_color_classification')" in bundles
     assert schema == "True"
