@@ -141,7 +141,7 @@ preprocessing:
   - {_target_: EnsureTyped, keys: image}
 dataset:
   _target_: Dataset
-  data: {_target_: mimtl.io.datalist.list_images, folder: '@dataset_dir'}
+  data: {_target_: mimtl.io.datalist.list_images, source: '@dataset_dir'}
   transform: '@preprocessing'
 dataloader: {_target_: DataLoader, dataset: '@dataset', batch_size: 4, shuffle: false, num_workers: 0}
 inferer: {_target_: SimpleInferer}
