@@ -14,9 +14,7 @@ import csv
 import io
 import json
 import logging
-import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePath
@@ -24,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor, decollate_batch
-from monai.utils import ImageMetaKey, min_version, optional_import
+from monai.data import MetaTensor
+from monai.utils import min_version, optional_import
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+
+from mimtl.handlers._common import filename_of, font, per_item, rank_suffix, to_uint8, write_atomic
 
 __all__ = ["ClassificationWriter", "GradCAMWriter", "resolve_thresholds"]
 
@@ -81,25 +81,8 @@ def resolve_thresholds(
     return values
 
 
-def _per_item(data: Any) -> list[Mapping]:
-    """``engine.state.batch``/``output`` as a list of per-item dicts, whichever form it has."""
-    if isinstance(data, Mapping):  # decollate=False: a dict of batched values
-        return list(decollate_batch(data, detach=True))
-    if isinstance(data, (list, tuple)):
-        return [d if isinstance(d, Mapping) else {} for d in data]
-    return []
 
 
-def _filename(item: Mapping, output: Mapping, key: str) -> str:
-    """The input file of one item: its image's meta, the legacy ``<key>_meta_dict``, or ''."""
-    for source in (item, output):
-        image = source.get(key)
-        if isinstance(image, MetaTensor) and image.meta.get(ImageMetaKey.FILENAME_OR_OBJ):
-            return f"{image.meta[ImageMetaKey.FILENAME_OR_OBJ]}"
-        meta = source.get(f"{key}_meta_dict")
-        if isinstance(meta, Mapping) and meta.get(ImageMetaKey.FILENAME_OR_OBJ):
-            return f"{meta[ImageMetaKey.FILENAME_OR_OBJ]}"
-    return ""
 
 
 def _probabilities(pred: Any, n_labels: int) -> np.ndarray:
@@ -113,25 +96,8 @@ def _probabilities(pred: Any, n_labels: int) -> np.ndarray:
     return values
 
 
-def _rank_suffix() -> str:
-    """'' in a single process; '.rank<r>' when torch.distributed runs (each rank writes its own rows)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        if torch.distributed.get_world_size() > 1:
-            return f".rank{torch.distributed.get_rank()}"
-    return ""
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _ItemReader:
@@ -144,11 +110,11 @@ class _ItemReader:
         self.image_key, self.pred_key, self.error_key = image_key, pred_key, error_key
 
     def items(self, engine: Engine) -> Iterator[tuple[str, np.ndarray | None, str, Any]]:
-        batch, output = _per_item(engine.state.batch), _per_item(engine.state.output)
+        batch, output = per_item(engine.state.batch), per_item(engine.state.output)
         for i, out in enumerate(output):
             item = batch[i] if i < len(batch) else {}
             error = f"{item.get(self.error_key) or out.get(self.error_key) or ''}"
-            name = _filename(item, out, self.image_key)
+            name = filename_of(item, out, self.image_key)
             probs = None if error else _probabilities(out[self.pred_key], len(self.label_names))
             image = out.get(self.image_key, item.get(self.image_key))
             yield name, probs, error, image
@@ -258,7 +224,7 @@ class ClassificationWriter:
     def csv_path(self) -> Path:
         """Where the CSV goes."""
         name = PurePath(self.filename)
-        return self.output_dir / f"{name.stem}{_rank_suffix()}{name.suffix or '.csv'}"
+        return self.output_dir / f"{name.stem}{rank_suffix()}{name.suffix or '.csv'}"
 
     def summary(self) -> dict[str, Any]:
         """The content of the JSON summary."""
@@ -283,9 +249,9 @@ class ClassificationWriter:
         writer.writeheader()
         writer.writerows(self.rows)
         path = self.csv_path
-        _write_atomic(path, buffer.getvalue())
+        write_atomic(path, buffer.getvalue())
         summary = self.summary()
-        _write_atomic(path.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+        write_atomic(path.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
         n, n_failed = summary["n_images"], summary["n_failed"]
         if n_failed:
             logger.warning("predictions of %d images written to %s; %d failed (listed with reasons)", n, path, n_failed)
@@ -358,20 +324,8 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     return np.stack(rgb, axis=-1).astype(np.uint8)
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(image)), float(np.max(image))
-    if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
-        return np.zeros(image.shape, np.uint8)
-    return np.round((image - lo) / (hi - lo) * 255.0).astype(np.uint8)
 
 
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1 with FreeType)
-    except (TypeError, OSError, ImportError):
-        return ImageFont.load_default()
 
 
 class GradCAMWriter:
@@ -542,14 +496,14 @@ class GradCAMWriter:
         from PIL import Image, ImageDraw
 
         pixels = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        gray = _to_uint8(pixels[0] if pixels.ndim == 3 else pixels)
+        gray = to_uint8(pixels[0] if pixels.ndim == 3 else pixels)
         if self.transpose:
             gray, cams = gray.T, [np.asarray(cam).T for cam in cams]
         h, w = gray.shape
         scale = 1.0 if self.panel_size is None else self.panel_size / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         font_size = max(10, size[0] // 18)
-        font, header = _font(font_size), font_size + 8
+        text_font, header = font(font_size), font_size + 8
         sheet = Image.new("RGB", (size[0] * len(labels), size[1] + header), (0, 0, 0))
         draw = ImageDraw.Draw(sheet)
         base = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
@@ -558,7 +512,7 @@ class GradCAMWriter:
             panel = Image.fromarray(np.clip(np.round(blend), 0, 255).astype(np.uint8))
             sheet.paste(panel.resize(size, Image.Resampling.BILINEAR), (k * size[0], header))
             title = f"{self.label_names[label]} {probs[label]:.2f}"
-            draw.text((k * size[0] + 4, 3), title, fill=(255, 255, 255), font=font)
+            draw.text((k * size[0] + 4, 3), title, fill=(255, 255, 255), font=text_font)
         path = self._output_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(path)
