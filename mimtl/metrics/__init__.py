@@ -3,5 +3,31 @@
 from __future__ import annotations
 
 from mimtl.metrics.classification import metric_name, per_label_auc, youden_thresholds
+from mimtl.metrics.conformal import conformal_radius, empirical_coverage, min_calibration_size
+from mimtl.metrics.landmarks import (
+    DEFAULT_SDR_THRESHOLDS,
+    MeanRadialError,
+    MeanRadialErrorHandler,
+    SuccessDetectionRate,
+    SuccessDetectionRateHandler,
+    landmark_summary,
+    radial_errors,
+    success_detection_rate,
+)
 
-__all__ = ["metric_name", "per_label_auc", "youden_thresholds"]
+__all__ = [
+    "DEFAULT_SDR_THRESHOLDS",
+    "MeanRadialError",
+    "MeanRadialErrorHandler",
+    "SuccessDetectionRate",
+    "SuccessDetectionRateHandler",
+    "conformal_radius",
+    "empirical_coverage",
+    "landmark_summary",
+    "metric_name",
+    "min_calibration_size",
+    "per_label_auc",
+    "radial_errors",
+    "success_detection_rate",
+    "youden_thresholds",
+]

@@ -11,13 +11,19 @@ from mimtl.transforms.image import (
     EnsureGrayscaleDict,
     ImageFormatError,
 )
+from mimtl.transforms.landmarks import OUTSIDE_MODES, DecodeLandmarksd, LandmarksToWorldd, SetPixelSpacingd, as_points
 
 __all__ = [
     "COLOR_MODES",
+    "DecodeLandmarksd",
     "EnsureGrayscale",
     "EnsureGrayscaleD",
     "EnsureGrayscaleDict",
     "EnsureGrayscaled",
     "ImageFormatError",
     "LUMINANCE_WEIGHTS",
+    "LandmarksToWorldd",
+    "OUTSIDE_MODES",
+    "SetPixelSpacingd",
+    "as_points",
 ]
