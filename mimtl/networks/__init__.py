@@ -43,6 +43,8 @@ from mimtl.networks.efficientnet_lite import (
     get_efficientnet_lite_image_size,
 )
 from mimtl.networks.weights import get_efficientnet_lite_weights_path, load_efficientnet_lite_imagenet
+from mimtl.networks.densenet_encoder import DENSENET_CONFIGS, DenseNetEncoder
+from mimtl.networks.heatmap_unet import ENCODER_MIN_MATCH, HeatmapUNet, ImageNetResNetEncoder, load_encoder_weights
 
 __all__ = [
     "BACKBONES",
@@ -77,4 +79,10 @@ __all__ = [
     "get_efficientnet_lite_image_size",
     "get_efficientnet_lite_weights_path",
     "load_efficientnet_lite_imagenet",
+    "DENSENET_CONFIGS",
+    "DenseNetEncoder",
+    "ENCODER_MIN_MATCH",
+    "HeatmapUNet",
+    "ImageNetResNetEncoder",
+    "load_encoder_weights",
 ]

@@ -56,6 +56,7 @@ __all__ = [
     "ResNetBackbone",
     "create_backbone",
     "load_backbone_weights",
+    "map_backbone_key",
 ]
 
 #: Names accepted by :func:`create_backbone`.
@@ -366,6 +367,25 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _examples(keys: list[str], n: int = 5) -> str:
     shown = ", ".join(keys[:n])
     return f"{shown}, ... ({len(keys)} in all)" if len(keys) > n else shown
+
+
+def map_backbone_key(name: str, key: str) -> str:
+    """Map one torchvision/timm state-dict key onto MONAI's naming of the backbone ``name``.
+
+    The mapping :func:`load_backbone_weights` applies, for loaders of other modules built from the same MONAI
+    layers (e.g. the DenseNet U-Net encoder): DenseNet ``denselayerJ.norm1`` / ``norm.1`` ->
+    ``denselayerJ.layers.norm1``, ``classifier`` -> ``class_layers.out``; ResNet and EfficientNet-Lite keys are
+    returned unchanged.
+
+    Args:
+        name: a backbone name of :data:`BACKBONES` (``"densenet169"``/``"densenet201"`` use the DenseNet mapping).
+        key: a key of the external state dict, without wrapper prefixes.
+
+    Returns:
+        The key in MONAI's naming.
+    """
+    cls = DenseNetBackbone if name.lower().startswith("densenet") else _BackboneBase
+    return cls._map_key(cls, key)  # type: ignore[arg-type]  # the mapping only reads class attributes
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> list[str]:
