@@ -757,6 +757,7 @@ def test_adapt_registry_and_cli_signature(tmp_path):
         "isbi2015_ceph",
         "hand_atlas",
         "shenzhen",
+        "shenzhen_landmarks",
         "jsrt",
         "brats",
     }

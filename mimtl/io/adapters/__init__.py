@@ -30,6 +30,7 @@ from typing import Any
 from mimtl.io.adapters._common import SPLITS, seeded_split, write_datalist
 from mimtl.io.adapters.brats import BRATS_GRADES, BRATS_MODALITIES, brats_datalist
 from mimtl.io.adapters.cephalometric import ISBI2015_LANDMARKS, isbi2015_ceph_datalist, read_landmark_txt
+from mimtl.io.adapters.chest_landmarks import SHENZHEN_LANDMARK_NAMES, shenzhen_landmarks_datalist
 from mimtl.io.adapters.chexpert import (
     CHEXPERT_COMPETITION_LABELS,
     CHEXPERT_HEADER,
@@ -63,6 +64,7 @@ __all__ = [
     "NIH_LABELS",
     "SCR_LABELS",
     "SCR_STRUCTURES",
+    "SHENZHEN_LANDMARK_NAMES",
     "SPLITS",
     "adapt",
     "brats_datalist",
@@ -78,6 +80,7 @@ __all__ = [
     "read_landmark_txt",
     "seeded_split",
     "shenzhen_datalist",
+    "shenzhen_landmarks_datalist",
     "write_datalist",
     "write_scr_label_map",
 ]
@@ -90,6 +93,7 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "isbi2015_ceph": isbi2015_ceph_datalist,
     "hand_atlas": hand_atlas_datalist,
     "shenzhen": shenzhen_datalist,
+    "shenzhen_landmarks": shenzhen_landmarks_datalist,
     "jsrt": jsrt_datalist,
     "brats": brats_datalist,
 }
@@ -104,6 +108,7 @@ ALIASES: dict[str, str] = {
     "cephalometric": "isbi2015_ceph",
     "digital_hand_atlas": "hand_atlas",
     "jsrt_scr": "jsrt",
+    "chest_landmarks": "shenzhen_landmarks",
 }
 
 

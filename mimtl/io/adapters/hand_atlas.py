@@ -102,7 +102,7 @@ def hand_atlas_datalist(
 
     Returns:
         ``{"training", "validation", "test": [{"image", "landmarks", "spacing", "spacing_source",
-        "missing", "id"}], "skipped": [...], "incomplete": [...]}``. ``landmarks`` are ``[x, y]``
+        "missing", "id"}], "skipped": [...], "incomplete": [...], "landmark_names": ["L1", ...]}``. ``landmarks`` are ``[x, y]``
         pixels; ``spacing`` is ``[s, s]`` mm/pixel, NaN when a wrist landmark is missing.
         Annotated ids without an image are listed under ``skipped``; images with NaN
         coordinates under ``incomplete``.
@@ -202,4 +202,6 @@ def hand_atlas_datalist(
     out.update(training=parts["training"], validation=parts["validation"], test=test)
     out["incomplete"] = incomplete
     out["wrist_indices"] = [a, b]
+    # the published annotations number the points only; landmark bundles read the names from here
+    out["landmark_names"] = [f"L{i + 1}" for i in range(num_landmarks)]
     return out
