@@ -31,7 +31,12 @@ __all__ = [
 
 BUNDLE_PATH_ENV = "MIMTL_BUNDLE_PATH"
 #: Override files merged over a base config, as the model zoo does for evaluate / multi-GPU.
-OVERRIDE_BASES = {"evaluate": "train", "multi_gpu_train": "train", "multi_gpu_evaluate": "evaluate"}
+OVERRIDE_BASES = {
+    "evaluate": "train",
+    "calibrate": "evaluate",
+    "multi_gpu_train": "train",
+    "multi_gpu_evaluate": "evaluate",
+}
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 #: ConfigWorkflow's ``workflow_type`` for each config name (decides which properties are required).
 WORKFLOW_TYPES = {"inference": "infer", "experiment": None}

@@ -68,6 +68,10 @@ class GridExperiment:
         higher_is_better: only used for wording in the table (AUC: True, MRE: False).
         seed_id: config id holding the seed.
         train_config, eval_config: config names in the bundle.
+        title: the plot title.
+        extra_metrics: more ``metrics.csv`` names to record per run and tabulate after ``metric``
+            (e.g. SDR beside MRE); the plot shows ``metric`` only.
+        higher_is_better_extra: wording of each extra metric's table (default: ``higher_is_better``).
     """
 
     def __init__(
@@ -83,6 +87,8 @@ class GridExperiment:
         train_config: str = "train",
         eval_config: str = "evaluate",
         title: str = "",
+        extra_metrics: Sequence[str] = (),
+        higher_is_better_extra: Sequence[bool] | None = None,
     ) -> None:
         from mimtl.bundle.bundle import load_bundle
 
@@ -94,6 +100,11 @@ class GridExperiment:
         self.factors = [Factor.from_config(name, spec) for name, spec in factors.items()]
         self.seeds = [int(s) for s in seeds]
         self.metric = metric
+        self.extra_metrics = [m for m in extra_metrics if m != metric]
+        extra_better = higher_is_better_extra or [higher_is_better] * len(self.extra_metrics)
+        if len(extra_better) != len(self.extra_metrics):
+            raise ValueError("higher_is_better_extra needs one entry per extra metric.")
+        self.better = {metric: higher_is_better, **dict(zip(self.extra_metrics, extra_better, strict=True))}
         self.output_dir = Path(output_dir)
         self.overrides = dict(overrides or {})
         self.higher_is_better = higher_is_better
@@ -144,7 +155,7 @@ class GridExperiment:
     def _append(self, row: dict[str, Any]) -> None:
         """Rewrite runs.csv with the new row, atomically (a crash never leaves it half written)."""
         rows = list(self._done().values()) + [row]
-        fields = ["run", *[f.name for f in self.factors], "seed", self.metric, "seconds"]
+        fields = ["run", *[f.name for f in self.factors], "seed", self.metric, *self.extra_metrics, "seconds"]
         tmp = self.runs_file.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
@@ -152,7 +163,7 @@ class GridExperiment:
             writer.writerows(rows)
         os.replace(tmp, self.runs_file)
 
-    def _run_one(self, run_dir: Path, overrides: dict[str, Any]) -> float:
+    def _run_one(self, run_dir: Path, overrides: dict[str, Any]) -> dict[str, float]:
         from mimtl.demo import read_metrics
 
         common = {**overrides, "ckpt_dir": str(run_dir / "models"), "output_dir": str(run_dir / "eval")}
@@ -162,11 +173,12 @@ class GridExperiment:
             wf.run()
             wf.finalize()
         metrics = read_metrics(run_dir / "eval")
-        if self.metric not in metrics:
-            raise KeyError(
-                f"metric '{self.metric}' not in {run_dir / 'eval' / 'metrics.csv'} (found: {', '.join(metrics) or 'none'})."
-            )
-        return metrics[self.metric]
+        for name in (self.metric, *self.extra_metrics):
+            if name not in metrics:
+                raise KeyError(
+                    f"metric '{name}' not in {run_dir / 'eval' / 'metrics.csv'} (found: {', '.join(metrics) or 'none'})."
+                )
+        return {name: metrics[name] for name in (self.metric, *self.extra_metrics)}
 
     def run(self) -> Path:
         """Run every missing cell, then write the summary table and plot; returns ``results.md``."""
@@ -181,6 +193,7 @@ class GridExperiment:
                     "factors": {f.name: f.levels for f in self.factors},
                     "seeds": self.seeds,
                     "metric": self.metric,
+                    "extra_metrics": self.extra_metrics,
                     "overrides": self.overrides,
                 },
                 indent=1,
@@ -194,10 +207,11 @@ class GridExperiment:
         for levels, seed, overrides in tqdm(todo, desc=f"{self.bundle.name} experiment", unit="run"):
             name = self._run_name(levels, seed)
             start = time.perf_counter()
-            value = self._run_one(self.output_dir / "runs" / name, overrides)
+            values = self._run_one(self.output_dir / "runs" / name, overrides)
             seconds = time.perf_counter() - start
-            self._append({"run": name, **levels, "seed": seed, self.metric: f"{value:.6f}", "seconds": f"{seconds:.1f}"})
-            tqdm.write(f"{name}: {self.metric}={value:.4f} ({seconds:.0f} s)")
+            formatted = {k: f"{v:.6f}" for k, v in values.items()}
+            self._append({"run": name, **levels, "seed": seed, **formatted, "seconds": f"{seconds:.1f}"})
+            tqdm.write(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()) + f" ({seconds:.0f} s)")
         return self.summarize()
 
     def summarize(self) -> Path:
@@ -206,24 +220,27 @@ class GridExperiment:
         names = [f.name for f in self.factors]
         orders = [list(f.levels) for f in self.factors]
         table = summarize_runs(rows, names, self.metric, orders)
+        extra = {m: summarize_runs(rows, names, m, orders) for m in self.extra_metrics if all(r.get(m) for r in rows)}
         with open(self.output_dir / "results.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow([*names, "n", "mean", "sd"])
+            writer.writerow([*names, "n", "mean", "sd", *(f"{m}_{s}" for m in extra for s in ("mean", "sd"))])
             for key, (n, mean, sd) in table.items():
-                writer.writerow([*key, n, f"{mean:.4f}", f"{sd:.4f}"])
+                more = [f"{v:.4f}" for m in extra for v in extra[m].get(key, (0, math.nan, math.nan))[1:]]
+                writer.writerow([*key, n, f"{mean:.4f}", f"{sd:.4f}", *more])
         md = self.output_dir / "results.md"
-        md.write_text(self.markdown(table))
+        md.write_text("\n".join([self.markdown(table), *(self.markdown(t, m) for m, t in extra.items())]))
         self.plot(table, self.output_dir / "results.png")
         return md
 
-    def markdown(self, table: Mapping[tuple[str, ...], tuple[int, float, float]]) -> str:
+    def markdown(self, table: Mapping[tuple[str, ...], tuple[int, float, float]], metric: str | None = None) -> str:
         """A table with the first factor as rows and the last as columns (mean +- sd, n seeds)."""
         if len(self.factors) > 2:
             raise NotImplementedError("the markdown table is drawn for one or two factors.")
+        metric = metric or self.metric
         rows_f, cols_f = self.factors[0], self.factors[-1]
-        better = "higher" if self.higher_is_better else "lower"
+        better = "higher" if self.better[metric] else "lower"
         lines = [
-            f"{self.metric} (mean ± sd over seeds; {better} is better). Rows: {rows_f.name}; columns: {cols_f.name}.",
+            f"{metric} (mean ± sd over seeds; {better} is better). Rows: {rows_f.name}; columns: {cols_f.name}.",
             "",
             "| " + " | ".join([rows_f.name, *cols_f.levels]) + " |",
             "|" + "---|" * (len(cols_f.levels) + 1),

@@ -7,5 +7,13 @@ from mimtl.engines.distributed import (
     local_device,
     main_process_only,
 )
+from mimtl.engines.metrics import lower_is_better
 
-__all__ = ["cleanup_distributed", "init_distributed", "is_main_process", "local_device", "main_process_only"]
+__all__ = [
+    "cleanup_distributed",
+    "init_distributed",
+    "is_main_process",
+    "local_device",
+    "lower_is_better",
+    "main_process_only",
+]

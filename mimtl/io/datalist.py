@@ -378,11 +378,12 @@ def load_datalist(
     return list(validate_datalist(items, keys=keys, source=str(path), deep=deep))
 
 
-def datalist_labels(path: str | os.PathLike) -> list[str]:
+def datalist_labels(path: str | os.PathLike, key: str = "labels") -> list[str]:
     """The label names of a datalist JSON: its top-level ``"labels"`` list (as mimtl's adapters write).
 
     A bundle reads its class names (and so its number of outputs) from here, so pointing it at
-    another data set's datalist is one override.
+    another data set's datalist is one override. Landmark datalists name their points under
+    ``key="landmark_names"``.
 
     Raises:
         DataValidationError: the file is missing, not JSON, or has no list of label names.
@@ -393,12 +394,12 @@ def datalist_labels(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise DataValidationError(f"Datalist file '{path}' does not exist.")
     try:
-        names = json.loads(path.read_text()).get("labels")
+        names = json.loads(path.read_text()).get(key)
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise DataValidationError(f"Datalist '{path}' is not a valid datalist JSON: {e}") from None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise DataValidationError(
-            f"Datalist '{path}' has no top-level \"labels\" list of class names; add one "
-            f"(in the order of the label vectors) or set label_names in the config."
+            f"Datalist '{path}' has no top-level \"{key}\" list of names; add one "
+            f"(in the order of the model outputs) or set the names in the config."
         )
     return names
