@@ -1,0 +1,96 @@
+"""LandmarkReport and LandmarkWriter on hand-made evaluator outputs (no network)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from PIL import Image
+
+from mimtl.handlers import LandmarkReport, LandmarkWriter
+
+NAMES = ["a", "b"]
+
+
+def _item(file: str, pred, true, spacing=None) -> dict:
+    pred, true = torch.tensor(pred, dtype=torch.float64), torch.tensor(true, dtype=torch.float64)
+    known = spacing is not None
+    s = torch.tensor(spacing if known else [math.nan, math.nan], dtype=torch.float64)
+    scale = s if known else torch.ones(2, dtype=torch.float64)
+    image = MetaTensor(torch.zeros(1, 8, 8), meta={"filename_or_obj": file, "spacing_source": "test" if known else "unknown"})
+    return {"image": image, "pred_points": pred, "pred_coords": pred * scale, "pred_confidence": torch.tensor([0.9, 0.4]),
+            "label_points": true, "label_coords": true * scale, "unit": "mm" if known else "px", "spacing": s}  # fmt: skip
+
+
+def _run(handler, items, batch=None):
+    engine = SimpleNamespace(state=SimpleNamespace(output=items, batch=batch or [{} for _ in items]))
+    handler.collector.reset()
+    handler.collector(engine)
+    return handler.write()
+
+
+def test_report_in_mm_with_hand_computed_errors_and_calibration(tmp_path):
+    items = [_item(f"f{i}.png", [[0.0, 0.0], [10.0, 10.0]], [[3.0 * i, 4.0 * i], [10.0, 10.0 + i]], [0.5, 0.5])
+             for i in range(1, 11)]  # fmt: skip
+    conformal = tmp_path / "conformal.json"
+    summary = _run(LandmarkReport(tmp_path, NAMES, thresholds=(2.0, 4.0), conformal_file=conformal, calibrate=True), items)
+    # landmark a: errors 2.5 * i mm (5 * i px); landmark b: 0.5 * i mm
+    assert summary["unit"] == "mm"
+    assert summary["per_landmark"][0]["mre"] == pytest.approx(2.5 * 5.5)
+    assert summary["per_landmark"][1]["mre"] == pytest.approx(0.5 * 5.5)
+    assert summary["overall"]["sdr_2"] == pytest.approx(4 / 20)  # 1 of a (2.5 > 2: none) ... b: 0.5..2.0 -> 4
+    radius = json.loads(conformal.read_text())["radius"]
+    # 10 scores, 90 %: the ceil(11 * 0.9) = 10th smallest
+    assert radius == pytest.approx([25.0, 5.0])
+    assert summary["conformal_coverage"]["overall"] == 1.0
+    rows = list(csv.DictReader(open(tmp_path / "landmark_errors.csv")))
+    assert len(rows) == 20 and float(rows[0]["error_px"]) == pytest.approx(5.0) and float(rows[0]["error_mm"]) == pytest.approx(2.5)
+
+
+def test_report_falls_back_to_px_when_some_spacing_is_unknown(tmp_path, caplog):
+    items = [_item("mm.png", [[0.0, 0.0], [1.0, 1.0]], [[3.0, 4.0], [1.0, 1.0]], [0.1, 0.1]),
+             _item("px.png", [[0.0, 0.0], [1.0, 1.0]], [[6.0, 8.0], [1.0, 1.0]])]  # fmt: skip
+    summary = _run(LandmarkReport(tmp_path, NAMES), items)
+    assert summary["unit"] == "px" and summary["per_landmark"][0]["mre"] == pytest.approx(7.5)
+    assert "errors reported in px" in caplog.text
+
+
+def test_report_counts_missing_truth(tmp_path):
+    items = [_item("a.png", [[0.0, 0.0], [1.0, 1.0]], [[3.0, 4.0], [math.nan, math.nan]], [1.0, 1.0])]
+    summary = _run(LandmarkReport(tmp_path, NAMES), items)
+    assert summary["overall"]["n_missing"] == 1 and summary["overall"]["mre"] == pytest.approx(5.0)
+
+
+def test_writer_lists_failures_and_draws_overlays(tmp_path, caplog):
+    film = tmp_path / "film.png"
+    Image.fromarray(np.full((8, 8), 40, np.uint8)).save(film)
+    conformal = tmp_path / "conformal.json"
+    conformal.write_text(json.dumps({"coverage": 0.9, "unit": "px", "radius": [1.5, None], "n_calibration": 20}))
+    writer = LandmarkWriter(tmp_path / "out", NAMES, conformal_file=conformal, overlay_size=64)
+    good = _item(str(film), [[2.0, 3.0], [5.0, 6.0]], [[0.0, 0.0], [0.0, 0.0]])
+    engine = SimpleNamespace(state=SimpleNamespace(output=[good, {"image": good["image"]}],
+                                                   batch=[{}, {"error": "truncated PNG"}]))  # fmt: skip
+    writer._reset()
+    writer._iteration(engine)
+    writer.write()
+    rows = list(csv.DictReader(open(tmp_path / "out" / "landmarks.csv")))
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed: truncated PNG"]
+    assert rows[0]["x_px"] == "2.000" and rows[0]["radius"] == "1.500" and rows[0]["radius_unit"] == "px"
+    assert rows[1]["radius"] == ""  # too few calibration points for that landmark: no radius, not a made-up one
+    report = json.loads((tmp_path / "out" / "landmarks.json").read_text())
+    assert report["n_failed"] == 1 and report["images"][0]["spacing_source"] == "unknown"
+    assert (tmp_path / "out" / "overlays" / "film_landmarks.png").is_file()
+
+
+def test_writer_without_radii_says_so(tmp_path, caplog):
+    LandmarkWriter(tmp_path, NAMES, conformal_file=tmp_path / "none.json", overlay=False)
+    assert "no conformal radii" in caplog.text
+    with pytest.raises(ValueError, match="3 radii for 2 landmarks"):
+        (tmp_path / "c.json").write_text(json.dumps({"coverage": 0.9, "unit": "mm", "radius": [1, 2, 3]}))
+        LandmarkWriter(tmp_path, NAMES, conformal_file=tmp_path / "c.json")
