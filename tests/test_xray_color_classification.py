@@ -12,9 +12,7 @@ The network is trained once (module fixture, 2 epochs at 32 px) and that checkpo
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -31,6 +29,9 @@ import mimtl.io.demo
 from mimtl.bundle import export_bundle, load_bundle, load_checkpoint, verify_bundle
 from mimtl.cli import main
 from mimtl.networks import ColorizedClassifier
+from bundle_checks import assert_bundle_untouched as check_untouched
+from bundle_checks import set_args as _set_args
+from bundle_checks import snapshot
 
 NAME = "xray_color_classification"
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / NAME
@@ -74,17 +75,6 @@ def _settings(data, out: Path, **extra) -> dict:
     }
 
 
-def _yaml(value) -> str:
-    if isinstance(value, (str, os.PathLike)):
-        return str(value)
-    return json.dumps(value)  # JSON numbers, booleans, lists and objects are YAML too
-
-
-def _set_args(overrides: dict) -> list[str]:
-    """``--set id=value`` arguments of ``mimtl run``."""
-    return [arg for k, v in overrides.items() for arg in ("--set", f"{k}={_yaml(v)}")]
-
-
 def _mimtl_run(config: str, overrides: dict, *extra: str) -> int:
     return main(["run", NAME, config, *_set_args(overrides), *extra])
 
@@ -101,33 +91,12 @@ def _monai_bundle_run(configs: list[str], overrides: dict) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def _hashes(folder: Path) -> dict[str, str]:
-    if not folder.is_dir():
-        return {}
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
-
-
 def _snapshot() -> dict:
-    return {"models": _hashes(BUNDLE / "models"), "dirs": {d for d in ("eval", "experiment") if (BUNDLE / d).exists()}}
+    return snapshot(BUNDLE)
 
 
 def assert_bundle_untouched(before: dict, written_under: Path) -> None:
-    """No run of the tests wrote into the bundle folder.
-
-    The shipped ``models/`` must be byte for byte what it was. One exception keeps this true while
-    someone trains the shipped model in the background: ``models/model.pt`` may change, but never
-    into a checkpoint these tests wrote (all of them are under ``written_under``).
-    """
-    ours = {hashlib.sha256(p.read_bytes()).hexdigest() for p in written_under.rglob("*.pt")}
-    ours |= {hashlib.sha256(p.read_bytes()).hexdigest() for p in written_under.rglob("*.ts")}
-    assert ours, f"no checkpoint was written under {written_under}"
-    after = _snapshot()
-    for name, digest in after["models"].items():
-        if before["models"].get(name) != digest:
-            assert name == "model.pt", f"{BUNDLE / 'models' / name} appeared or changed during the tests"
-            assert digest not in ours, f"a test wrote its checkpoint into {BUNDLE / 'models' / name}"
-    assert after["dirs"] <= before["dirs"], f"a test wrote default outputs into {BUNDLE}: {after['dirs']}"
+    check_untouched(BUNDLE, before, written_under)
 
 
 def _rows(path: Path) -> list[dict]:
