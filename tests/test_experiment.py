@@ -76,3 +76,35 @@ def test_summary_statistics():
     assert table[("a",)] == (2, 2.0, math.sqrt(2.0))
     assert table[("b",)] == (1, 2.0, 0.0)
     assert ("c",) not in table
+
+
+def test_extra_metrics_are_tabulated_with_their_own_direction(tiny_bundle, tmp_path):
+    factors = {"lr": {"id": "optimizer::lr", "values": [0.001, 0.01]}}
+    exp = GridExperiment(tiny_bundle, factors, seeds=[0, 1], metric="mre", output_dir=tmp_path, higher_is_better=False,
+                         extra_metrics=["sdr_2"], higher_is_better_extra=[True])  # fmt: skip
+    with open(exp.runs_file, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "lr", "seed", "mre", "sdr_2", "seconds"])
+        for i, (lr, seed, mre, sdr) in enumerate([("0.001", 0, 2.0, 0.5), ("0.001", 1, 4.0, 0.7), ("0.01", 0, 3.0, 0.6)]):
+            writer.writerow([f"r{i}", lr, seed, mre, sdr, 1.0])
+    text = exp.summarize().read_text()
+    assert "mre (mean ± sd over seeds; lower is better)" in text
+    assert "sdr_2 (mean ± sd over seeds; higher is better)" in text and "0.600 ± 0.141 (n=2)" in text
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert rows[0]["mean"] == "3.0000" and rows[0]["sdr_2_mean"] == "0.6000"
+    with pytest.raises(ValueError, match="one entry per extra metric"):
+        GridExperiment(tiny_bundle, factors, seeds=[0], metric="m", output_dir=tmp_path,
+                       extra_metrics=["a", "b"], higher_is_better_extra=[True])  # fmt: skip
+
+
+def test_prerequisite_runs_once(tiny_bundle, tmp_path):
+    from mimtl.bundle.experiment import PrerequisiteRun
+
+    out = tmp_path / "pre" / "models" / "model.pt"
+    overrides = {"ckpt_dir": str(out.parent), "train::trainer::max_epochs": 1}
+    assert PrerequisiteRun(tiny_bundle, "train", out, overrides).run() == out and out.is_file()
+    stamp = out.stat().st_mtime_ns
+    PrerequisiteRun(tiny_bundle, "train", out, overrides).run()
+    assert out.stat().st_mtime_ns == stamp  # not rerun
+    with pytest.raises(FileNotFoundError, match="without writing"):
+        PrerequisiteRun(tiny_bundle, "train", tmp_path / "elsewhere.pt", overrides).run()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Factor", "GridExperiment", "summarize_runs"]
+__all__ = ["Factor", "GridExperiment", "PrerequisiteRun", "summarize_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +280,45 @@ class GridExperiment:
         fig.savefig(tmp)
         plt.close(fig)
         os.replace(tmp, path)
+
+
+class PrerequisiteRun:
+    """One workflow of a bundle that an experiment needs first, run only while its output is missing.
+
+    For example the in-domain encoder of the landmark experiment: a chest-film classifier trained
+    (fine-tuned end to end) on the demo films, whose checkpoint a grid level then names. Like the
+    grid runs it resumes: a finished output is reused, never recomputed.
+
+    Args:
+        bundle: bundle name or folder.
+        config: the workflow to run (e.g. ``"train"``).
+        output: the file the workflow writes; present means done.
+        overrides: config overrides (point its ``ckpt_dir`` / ``output_dir`` next to ``output``).
+    """
+
+    def __init__(
+        self, bundle: str | os.PathLike, config: str, output: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+    ) -> None:
+        from mimtl.bundle.bundle import load_bundle
+
+        self.bundle = load_bundle(bundle)
+        self.config = config
+        self.output = Path(output)
+        self.overrides = dict(overrides or {})
+
+    def run(self) -> Path:
+        """Run the workflow unless ``output`` exists; return ``output``."""
+        if self.output.is_file():
+            logger.info(f"{self.output} exists: {self.bundle.name} {self.config} not rerun")
+            return self.output
+        logger.info(f"running {self.bundle.name} {self.config} for {self.output} ...")
+        wf = self.bundle.workflow(self.config, configure_logging=False, **self.overrides)
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        if not self.output.is_file():
+            raise FileNotFoundError(f"{self.bundle.name} {self.config} finished without writing {self.output}.")
+        return self.output
 
 
 def summarize_runs(
