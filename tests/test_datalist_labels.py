@@ -205,3 +205,10 @@ def test_list_images_sources(folder, tmp_path):
         list_images([])
     with pytest.deprecated_call():
         assert list_images(folder=folder / "sub") == [{"image": str(c)}]
+
+
+def test_list_images_finds_bmp_films(tmp_path):
+    """ISBI 2015 (and the demo landmark set) ship BMP films: a folder of them is an inference input."""
+    for name in ("001.bmp", "002.BMP"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name, format="BMP")
+    assert [p["image"].rsplit("/", 1)[-1] for p in list_images(tmp_path)] == ["001.bmp", "002.BMP"]

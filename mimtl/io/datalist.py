@@ -19,7 +19,9 @@ __all__ = ["IMAGE_SUFFIXES", "ON_ERROR", "check_labels", "datalist_labels", "lis
 logger = logging.getLogger(__name__)
 
 #: File endings :func:`list_images` picks up (lower case; ``.nii.gz`` counts as one).
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
+IMAGE_SUFFIXES = (
+    ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd",
+)  # fmt: skip  (.bmp: the ISBI 2015 cephalometric films)
 #: What :func:`list_images` does with a bad file: stop before any work, or pass it on.
 ON_ERROR = ("raise", "keep")
 
