@@ -211,11 +211,13 @@ def test_torchvision_resnet18_file(tmp_path):
     rgb = HeatmapUNet(3, encoder="resnet18", in_channels=3, encoder_weights=str(path)).eval()
     assert gray.encoder_init == f"file:{path} (100/100 tensors at top level)"
     assert torch.equal(rgb.encoder.layer4[1].bn2.running_mean, tv["layer4.1.bn2.running_mean"])
-    # the summed stem makes a gray image equivalent to the same image in RGB
-    x = torch.randn(1, 1, 64, 64)
+    torch.testing.assert_close(gray.encoder.conv1.weight, tv["conv1.weight"].sum(1, keepdim=True), atol=0, rtol=0)
+    # so a gray image gives the same features as that image in RGB. In float64 with a fixed input:
+    # the only difference left is the float32 rounding of the summed stem weight (up to ~3e-5 by layer4)
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
-        for a, b in zip(gray.encoder(x), rgb.encoder(x.repeat(1, 3, 1, 1)), strict=True):
-            torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)  # float sums in another order
+        for a, b in zip(gray.double().encoder(x), rgb.double().encoder(x.repeat(1, 3, 1, 1)), strict=True):
+            torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
 
 
 def test_torchvision_densenet121_file(tmp_path):
