@@ -212,3 +212,25 @@ def test_list_images_finds_bmp_films(tmp_path):
     for name in ("001.bmp", "002.BMP"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name, format="BMP")
     assert [p["image"].rsplit("/", 1)[-1] for p in list_images(tmp_path)] == ["001.bmp", "002.BMP"]
+
+
+def test_list_images_reads_a_datalist_split_with_its_other_keys(folder, tmp_path):
+    """A landmark set's datalist as inference input: each film's spacing travels with it."""
+    items = [{"image": "a.png", "spacing": [0.1, 0.1]}, {"image": "sub/c.png"}, {"image": "broken.png"}]
+    path = write(folder, items, name="films.json", key="test")
+    kept = list_images(path, on_error="keep")
+    assert kept == [
+        {"image": str(folder / "a.png"), "spacing": [0.1, 0.1]},
+        {"image": str(folder / "sub" / "c.png")},
+        {"image": str(folder / "broken.png")},
+    ]
+    with pytest.raises(DataValidationError, match="broken.png"):
+        list_images(path)
+    with pytest.raises(DataValidationError, match="no 'validation' list"):
+        list_images(path, data_list_key="validation")
+    no_image = write(folder, [{"image": "a.png"}, {"label": 1}], name="bad.json", key="test")
+    with pytest.raises(DataValidationError, match=r"bad.json.*items \[1\] have no 'image'"):
+        list_images(no_image, on_error="keep")
+    (folder / "broken.json").write_text("{not json")
+    with pytest.raises(DataValidationError, match="not valid JSON"):
+        list_images(folder / "broken.json")

@@ -97,6 +97,25 @@ def test_spacing_from_datalist_or_unknown():
     assert not out["image"].meta["spacing_known"]
 
 
+def test_default_spacing_only_where_the_film_and_datalist_give_none():
+    def film(known):
+        image = _film()
+        image.meta.update(spacing=np.array([0.2, 0.2]), spacing_known=known, spacing_source="file" if known else "unknown")
+        return image
+
+    set_default = SetPixelSpacingd("image", default=0.1)
+    out = set_default({"image": film(False)})["image"].meta
+    assert out["spacing_known"] and np.allclose(out["spacing"], [0.1, 0.1]) and "default" in out["spacing_source"]
+    assert np.allclose(set_default({"image": film(True)})["image"].meta["spacing"], [0.2, 0.2])  # the file's own
+    out = set_default({"image": film(False), "spacing": [0.3, 0.4]})["image"].meta
+    assert np.allclose(out["spacing"], [0.3, 0.4]) and out["spacing_source"] == "datalist 'spacing'"
+    assert np.allclose(SetPixelSpacingd("image", default=[0.1, 0.3])({"image": film(False)})["image"].meta["spacing"], [0.1, 0.3])
+    with pytest.raises(ValueError, match="3 values"):
+        SetPixelSpacingd("image", default=[0.1, 0.1, 0.1])({"image": film(False)})
+    with pytest.raises(ValueError, match="positive"):
+        SetPixelSpacingd("image", default=0.0)
+
+
 def test_decode_maps_back_to_the_original_film_and_mm():
     """Predictions made on a resized grid land on the original pixels, and in mm with the spacing."""
     image = _film(shape=(200, 100))

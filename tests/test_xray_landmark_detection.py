@@ -242,6 +242,26 @@ def test_inference_in_mm_when_the_film_has_spacing(trained, data, tmp_path):
     assert (out / "overlays" / "film_landmarks.png").is_file()
 
 
+def test_inference_takes_the_spacing_from_a_datalist_or_the_config(trained, data, tmp_path):
+    """PNGs carry no spacing: a datalist's per-film spacing, or `pixel_spacing`, gives points and radii in mm."""
+    conformal = tmp_path / "conformal.json"
+    conformal.write_text(json.dumps({"coverage": 0.9, "unit": "mm", "radius": [1.0, 2.0, 3.0], "n_calibration": 9}))
+    common = {"dataset_dir": str(data.root), "ckpt_path": str(trained.ckpt), "conformal_file": str(conformal),
+              "image_size": 64, "num_workers": 0, "landmark_names": NAMES, "overlay": False}  # fmt: skip
+    for name, extra, mm_per_px, source in [
+        ("datalist", {"input": str(data.datalist), "input_split": "test"}, 0.5, "datalist 'spacing'"),
+        ("config", {"input": str(data.root / "test"), "pixel_spacing": 0.25}, 0.25, "default spacing (config)"),
+    ]:
+        out = tmp_path / name
+        assert _mimtl_run("inference", {**common, **extra, "output_dir": str(out)}) == 0
+        rows = _rows(out / "landmarks.csv")
+        assert [r["file"] for r in rows] == [str(p) for p in data.tests for _ in NAMES]
+        assert {r["unit"] for r in rows} == {"mm"} and {r["spacing_source"] for r in rows} == {source}
+        for r in rows:
+            assert float(r["x_mm"]) == pytest.approx(mm_per_px * float(r["x_px"]), abs=2e-3)
+        assert {r["radius_unit"] for r in rows} == {"mm"}
+
+
 # ---------------------------------------------------------------------------------------- 2. mimtl run
 def test_mimtl_run_train_with_each_loss_and_learned_sigma(data, tmp_path):
     before = _snapshot()
@@ -281,8 +301,8 @@ def bundle_copy(trained, data, tmp_path):
         text = f.read_text()
         assert text.count(default_data) == 1, f"{config}: its default dataset_dir line changed; update this test"
         f.write_text(text.replace(default_data, f"dataset_dir: '{data.root}'\n"))
-    f = copy / "configs" / "inference.yaml"
-    f.write_text(f.read_text().replace("input: $@dataset_dir + '/RawImage/Test2Data'", "input: $@dataset_dir + '/test'"))
+    # inference's default input, the datalist's test split, is then the tiny set's
+    assert "input: $@dataset_dir + '/datalist.json'" in (copy / "configs" / "inference.yaml").read_text()
     meta = json.loads((copy / "configs" / "metadata.json").read_text())
     meta["network_data_format"]["outputs"]["pred"]["channel_def"] = {str(i): n for i, n in enumerate(NAMES)}
     meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import numbers
@@ -39,6 +40,40 @@ def _read_list_file(path: Path) -> list[Path]:
     return [Path(n) if os.path.isabs(n) else path.parent / n for n in names if n and not n.startswith("#")]
 
 
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataValidationError(f"Datalist file '{path}' does not exist.")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataValidationError(f"Datalist '{path}' is not valid JSON: {e}") from None
+    if not isinstance(content, dict):
+        raise DataValidationError(f"Datalist '{path}' is not a JSON object of named lists.")
+    return content
+
+
+def _datalist_items(
+    path: Path,
+    content: Mapping[str, Any],
+    data_list_key: str,
+    base_dir: str | os.PathLike | None = None,
+    keys: Sequence[str] = ("image",),
+) -> list[dict]:
+    """The ``data_list_key`` items of datalist ``path`` (read into ``content``), paths under ``keys`` made absolute."""
+    if not isinstance(content.get(data_list_key), list):
+        raise DataValidationError(f"Datalist '{path}' has no '{data_list_key}' list (has: {', '.join(content)}).")
+    # Relative paths are relative to base_dir, by default the datalist's folder (as in MONAI).
+    base = Path(base_dir) if base_dir is not None else path.parent
+    items = [dict(item) for item in content[data_list_key]]
+    for item in items:
+        for key in keys:
+            if isinstance(item.get(key), str):
+                item[key] = str(base / item[key])
+            elif isinstance(item.get(key), list):
+                item[key] = [str(base / v) for v in item[key]]
+    return items
+
+
 def list_images(
     source: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     key: str = "image",
@@ -47,6 +82,7 @@ def list_images(
     deep: bool = True,
     on_error: str = "raise",
     *,
+    data_list_key: str = "test",
     folder: str | os.PathLike | None = None,
 ) -> list[dict]:
     """A datalist ``[{key: path}, ...]`` of the images in ``source``: for inference on a user's files.
@@ -57,9 +93,11 @@ def list_images(
     - one image file;
     - a text file (``.txt``, ``.lst`` or ``.list``) with one path per line (blank lines and ``#``
       comments skipped, relative paths relative to the text file);
+    - a datalist JSON (``.json``): the items of its ``data_list_key`` list, with every other key
+      kept, so that per-image values such as a landmark set's ``"spacing"`` reach the transforms;
     - a list of paths (kept in the given order).
 
-    Files given explicitly (one file, a list, a text file) are taken whatever their suffix.
+    Files given explicitly (one file, a list, a text file, a datalist) are taken whatever their suffix.
 
     Args:
         source: the images, see above.
@@ -72,11 +110,13 @@ def list_images(
             raises one error listing every bad one; ``"keep"`` (for inference) checks nothing and
             passes every file on, so that a bad one fails inside
             :class:`~mimtl.io.TolerantDataset` and is listed in the output with its reason.
+        data_list_key: the list of a datalist JSON ``source`` to take.
         folder: former name of ``source`` (deprecated).
 
     Raises:
         DataValidationError: ``source`` does not exist, holds no image files, or (``on_error="raise"``)
-            some file is missing or unusable.
+            some file is missing or unusable; a datalist without ``data_list_key`` or an item
+            without ``key``.
         ValueError: an unknown ``on_error``.
     """
     if folder is not None:
@@ -91,6 +131,16 @@ def list_images(
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
         name = str(root)
+        if root.is_file() and root.suffix.lower() == ".json":
+            items = _datalist_items(root, _read_json(root), data_list_key, keys=(key,))
+            missing = [i for i, item in enumerate(items) if not item.get(key)]
+            if missing:
+                raise DataValidationError(
+                    f"Datalist '{root}' ({data_list_key}): items {missing[:_MAX_LISTED]} have no '{key}'."
+                )
+            if not items:
+                raise DataValidationError(f"Datalist '{root}' has an empty '{data_list_key}' list.")
+            return items if on_error == "keep" else list(validate_datalist(items, keys=(key,), source=name, deep=deep))
         if root.is_dir():
             pattern = "**/*" if recursive else "*"
             found = root.glob(pattern)
@@ -332,30 +382,12 @@ def load_datalist(
             wrong size or value, a ``num_labels`` that contradicts the ``"labels"`` list, or bad files.
         ValueError: ``fraction`` is not in (0, 1].
     """
-    import json
-
     fraction = float(fraction)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1] (the share of the training items to keep), got {fraction}.")
     path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(f"Datalist file '{path}' does not exist.")
-    try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataValidationError(f"Datalist '{path}' is not valid JSON: {e}") from None
-    if data_list_key not in content:
-        raise DataValidationError(f"Datalist '{path}' has no '{data_list_key}' list (has: {', '.join(content)}).")
-    # Relative paths are relative to base_dir, by default the datalist's folder (as in MONAI).
-    base = Path(base_dir) if base_dir is not None else path.parent
-    items = [dict(item) for item in content[data_list_key]]
-    for item in items:
-        for key in keys:
-            if isinstance(item.get(key), str):
-                item[key] = str(base / item[key])
-            elif isinstance(item.get(key), list):
-                item[key] = [str(base / v) for v in item[key]]
-
+    content = _read_json(path)
+    items = _datalist_items(path, content, data_list_key, base_dir, keys)
     names = content.get("labels")
     names = list(names) if isinstance(names, list) else None  # segmentation lists map ids to names
     if num_labels is not None:
@@ -390,15 +422,8 @@ def datalist_labels(path: str | os.PathLike, key: str = "labels") -> list[str]:
     Raises:
         DataValidationError: the file is missing, not JSON, or has no list of label names.
     """
-    import json
-
     path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(f"Datalist file '{path}' does not exist.")
-    try:
-        names = json.loads(path.read_text()).get(key)
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise DataValidationError(f"Datalist '{path}' is not a valid datalist JSON: {e}") from None
+    names = _read_json(path).get(key)
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise DataValidationError(
             f"Datalist '{path}' has no top-level \"{key}\" list of names; add one "

@@ -150,18 +150,31 @@ class SetPixelSpacingd(MapTransform):
     Datalists of landmark sets carry the spacing per image (ISBI 2015: 0.1 mm; Hand Atlas: from
     the wrist width; demo films: per film); image files often do not (PNG, BMP). The spacing in
     the datalist wins; without a finite one the reader's spacing stays (DICOM Pixel Spacing, NIfTI
-    pixdim) and when that is unknown too, ``spacing_known`` is False and results are in pixels.
+    pixdim); when that is unknown too, ``default`` is used if given (a data set whose films share
+    a known spacing their files do not carry, such as the ISBI 2015 BMPs at 0.1 mm), else
+    ``spacing_known`` is False and results are in pixels.
     Run :class:`~mimtl.io.StandardizeImageMetad` first.
 
     Args:
         keys: image keys.
         spacing_key: the datalist key of ``[sx, sy]`` in array-index order (optional per item).
+        default: mm per pixel for images with no spacing of their own: one value for every axis,
+            or one per axis in array-index order; None leaves them in pixels.
         allow_missing_keys: don't raise when an image key is absent.
     """
 
-    def __init__(self, keys: KeysCollection, spacing_key: str = "spacing", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spacing_key: str = "spacing",
+        default: float | Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.spacing_key = spacing_key
+        self.default = None if default is None else np.atleast_1d(np.asarray(default, dtype=np.float64))
+        if self.default is not None and not (np.isfinite(self.default).all() and (self.default > 0).all()):
+            raise ValueError(f"default spacing must be positive and finite (mm per pixel), got {default!r}.")
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -181,6 +194,13 @@ class SetPixelSpacingd(MapTransform):
                     image.meta["spacing"] = spacing
                     image.meta["spacing_known"] = True
                     image.meta["spacing_source"] = f"datalist '{self.spacing_key}'"
+                    continue
+            if self.default is not None and not image.meta.get("spacing_known", False):
+                if self.default.size not in (1, dims):
+                    raise ValueError(f"default spacing has {self.default.size} values, {_filename(image)} {dims} axes.")
+                image.meta["spacing"] = np.broadcast_to(self.default, (dims,)).copy()
+                image.meta["spacing_known"] = True
+                image.meta["spacing_source"] = "default spacing (config)"
         return d
 
 
