@@ -58,14 +58,19 @@ def test_missing_and_flat_channels_give_nan_and_zero_confidence():
     good = gaussian(shape, (10.4, 20.6), 3.0, peak=0.8)
     with_nan = good.clone()
     with_nan[0, 0] = float("nan")
-    channels = [good, torch.zeros(shape), -torch.ones(shape), with_nan, torch.full(shape, float("inf"))]
+    with_inf = good.clone()
+    with_inf[31, 0] = float("inf")
+    with_minus_inf = good.clone()  # a -inf pixel is no evidence for a landmark, nor against it
+    with_minus_inf[11, 20] = float("-inf")
+    channels = [good, with_minus_inf, torch.zeros(shape), -torch.ones(shape), with_nan, with_inf]
     heatmaps = torch.stack(channels)[None]
     for method in ("soft_argmax", "argmax", "blob"):
         points, confidence = decode_heatmaps(heatmaps, method=method)
-        assert torch.isfinite(points[0, 0]).all()
-        assert torch.isnan(points[0, 1:]).all(), method
-        assert confidence[0, 0] == pytest.approx(good.max().item())
-        assert torch.equal(confidence[0, 1:], torch.zeros(4))
+        assert torch.isfinite(points[0, :2]).all()
+        assert torch.isnan(points[0, 2:]).all(), method
+        assert confidence[0, 0] == pytest.approx(good.max().item()) and confidence[0, 1] == confidence[0, 0]
+        assert torch.equal(confidence[0, 2:], torch.zeros(4))
+        assert (points[0, 1] - points[0, 0]).norm() < 0.2, method
 
 
 def test_confidence_is_clamped_peak():
