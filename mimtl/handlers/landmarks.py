@@ -19,6 +19,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -310,6 +311,8 @@ class LandmarkWriter:
         self.transpose = transpose
         self.collector = _Collector(image_key, error_key)
         self._used: set[str] = set()
+        self._drawing: list[tuple[dict[str, Any], Future]] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     def attach(self, engine: Engine) -> None:
         """Collect (and draw) on every iteration, write the tables at completion."""
@@ -320,6 +323,7 @@ class LandmarkWriter:
     def _reset(self, engine: Engine | None = None) -> None:
         self.collector.reset()
         self._used = set()
+        self._drawing = []
 
     def _radius_px(self, item: dict[str, Any]) -> tuple[list[float], str]:
         """Radii in the conformal file's unit, and the same in pixels of the film for drawing."""
@@ -335,16 +339,31 @@ class LandmarkWriter:
     def _iteration(self, engine: Engine) -> None:
         start = len(self.collector.items)
         self.collector(engine)
-        if self.overlay:
-            for item in self.collector.items[start:]:
-                if not item["error"]:
-                    try:
-                        item["overlay"] = str(self.draw(item))
-                    except Exception as e:  # an overlay must never cost the table of points
-                        logger.warning("%s: no overlay (%s)", item["file"], e)
+        if not self.overlay:
+            return
+        if self._pool is None:
+            # one background thread reads, draws and PNG-encodes the overlays while the next batch
+            # runs through the network (PIL and zlib release the GIL); write() waits for it
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-overlays")
+        for item in self.collector.items[start:]:
+            if not item["error"]:
+                path = self._output_path(item["file"])  # names are chosen here, in order
+                self._drawing.append((item, self._pool.submit(self.draw, item, path)))
 
-    def draw(self, item: dict[str, Any]) -> Path:
-        """Draw the overlay of one item; return its path."""
+    def _finish_overlays(self) -> None:
+        """Wait for the overlays in flight; one that failed is logged, never costs the table of points."""
+        for item, future in self._drawing:
+            try:
+                item["overlay"] = str(future.result())
+            except Exception as e:  # noqa: BLE001
+                logger.warning("%s: no overlay (%s)", item["file"], e)
+        self._drawing = []
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def draw(self, item: dict[str, Any], path: Path | None = None) -> Path:
+        """Draw the overlay of one item into ``path`` (default: a new name in ``overlays/``); return its path."""
         from PIL import Image, ImageDraw
 
         from mimtl.io import load_image
@@ -374,7 +393,7 @@ class LandmarkWriter:
                 draw.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), outline=(255, 220, 0), width=max(1, size[0] // 400))
             draw.ellipse((cx - dot, cy - dot, cx + dot, cy + dot), fill=(255, 40, 40))
             draw.text((cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=(80, 255, 80), font=text_font)
-        path = self._output_path(item["file"])
+        path = self._output_path(item["file"]) if path is None else path
         path.parent.mkdir(parents=True, exist_ok=True)
         canvas.save(path, compress_level=1)  # zlib's default level made saving 90 % of an overlay's cost
         return path
@@ -390,7 +409,8 @@ class LandmarkWriter:
         return self.output_dir / "overlays" / f"{candidate}_landmarks.png"
 
     def write(self, engine: Engine | None = None) -> Path:
-        """Write ``landmarks.csv`` and ``landmarks.json``; return the CSV path."""
+        """Write ``landmarks.csv`` and ``landmarks.json`` (once every overlay is drawn); return the CSV path."""
+        self._finish_overlays()
         rows, files = [], []
         for item in self.collector.items:
             if item["error"]:
