@@ -365,3 +365,36 @@ def test_missing_landmarks_and_unknown_spacing_train_in_px(data, tmp_path, capsy
     assert _mimtl_run("evaluate", settings) == 0
     summary = json.loads((out / "eval" / "landmark_summary.json").read_text())
     assert summary["unit"] == "px" and summary["overall"]["n_missing"] == 0
+
+
+# ---------------------------------------------------------------------------------------- 6. the paper's experiment
+def test_experiment_grid_compares_encoder_initialisations(trained, data, tmp_path):
+    """experiment.yaml on 2 inits x 1 fraction, one seed: real train + evaluate runs, MRE and SDR tabulated.
+
+    The in-domain level starts the encoder from another landmark model (the module's trained one),
+    given as the prerequisite's output, so the prerequisite (a classification training) is not rerun.
+    """
+    before = _snapshot()
+    out = tmp_path / "experiment"
+    settings = {
+        "output_dir": str(out),
+        "seeds": [0],
+        "image_size": 64,
+        "pretrain::output": str(trained.ckpt),
+        "experiment::factors::init::levels": {"scratch": {"encoder_weights": None},
+                                              "in-domain": {"encoder_weights": str(trained.ckpt)}},  # fmt: skip
+        "experiment::factors::fraction::levels": {"50%": {"train_fraction": 0.5, "max_epochs": 1, "val_interval": 1}},
+        "experiment::overrides": {"image_size": "@image_size", "sigma": 2.0, "dataset_dir": str(data.root),
+                                  "datalist": str(data.datalist), "batch_size": 4, "num_workers": 0},  # fmt: skip
+    }
+    assert _mimtl_run("experiment", settings) == 0
+    rows = _rows(out / "runs.csv")
+    assert [(r["init"], r["fraction"], r["seed"]) for r in rows] == [("scratch", "50%", "0"), ("in-domain", "50%", "0")]
+    for r in rows:
+        assert float(r["mre"]) > 0 and 0.0 <= float(r["sdr_2"]) <= float(r["sdr_4"]) <= 1.0
+        metrics = dict(line.split(",") for line in (out / "runs" / r["run"] / "eval" / "metrics.csv").read_text().split())
+        assert float(metrics["mre"]) == pytest.approx(float(r["mre"]), rel=1e-5)
+    md = (out / "results.md").read_text()
+    assert "| init | 50% |" in md and "| in-domain |" in md and "sdr_2" in md
+    assert (out / "results.png").stat().st_size > 1000
+    _untouched(before, out)
