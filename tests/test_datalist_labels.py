@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.io.datalist import list_images, load_datalist, subsample
+from mimtl.io.datalist import datalist_labels, list_images, load_datalist, subsample
 from mimtl.io.validate import DataValidationError
 
 NAMES = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
@@ -234,3 +234,13 @@ def test_list_images_reads_a_datalist_split_with_its_other_keys(folder, tmp_path
     (folder / "broken.json").write_text("{not json")
     with pytest.raises(DataValidationError, match="not valid JSON"):
         list_images(folder / "broken.json")
+
+
+def test_datalist_labels_default_when_no_datalist(tmp_path):
+    """An inference config names its outputs from its metadata unless pointed at a training datalist."""
+    assert datalist_labels(None, key="landmark_names", default=["a", "b"]) == ["a", "b"]
+    path = tmp_path / "ceph.json"
+    path.write_text(json.dumps({"landmark_names": ["sella", "nasion"], "training": []}))
+    assert datalist_labels(path, key="landmark_names", default=["a", "b"]) == ["sella", "nasion"]
+    with pytest.raises(ValueError, match="path or default"):
+        datalist_labels(None)

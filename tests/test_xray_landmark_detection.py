@@ -247,10 +247,13 @@ def test_inference_takes_the_spacing_from_a_datalist_or_the_config(trained, data
     conformal = tmp_path / "conformal.json"
     conformal.write_text(json.dumps({"coverage": 0.9, "unit": "mm", "radius": [1.0, 2.0, 3.0], "n_calibration": 9}))
     common = {"dataset_dir": str(data.root), "ckpt_path": str(trained.ckpt), "conformal_file": str(conformal),
-              "image_size": 64, "num_workers": 0, "landmark_names": NAMES, "overlay": False}  # fmt: skip
+              "image_size": 64, "num_workers": 0, "overlay": False}  # fmt: skip
     for name, extra, mm_per_px, source in [
-        ("datalist", {"input": str(data.datalist), "input_split": "test"}, 0.5, "datalist 'spacing'"),
-        ("config", {"input": str(data.root / "test"), "pixel_spacing": 0.25}, 0.25, "default spacing (config)"),
+        # the training datalist also names the landmarks (the metadata names the shipped model's 11)
+        ("datalist", {"input": str(data.datalist), "input_split": "test", "datalist": str(data.datalist)}, 0.5,
+         "datalist 'spacing'"),
+        ("config", {"input": str(data.root / "test"), "pixel_spacing": 0.25, "landmark_names": NAMES}, 0.25,
+         "default spacing (config)"),
     ]:
         out = tmp_path / name
         assert _mimtl_run("inference", {**common, **extra, "output_dir": str(out)}) == 0
@@ -259,7 +262,7 @@ def test_inference_takes_the_spacing_from_a_datalist_or_the_config(trained, data
         assert {r["unit"] for r in rows} == {"mm"} and {r["spacing_source"] for r in rows} == {source}
         for r in rows:
             assert float(r["x_mm"]) == pytest.approx(mm_per_px * float(r["x_px"]), abs=2e-3)
-        assert {r["radius_unit"] for r in rows} == {"mm"}
+        assert {r["radius_unit"] for r in rows} == {"mm"} and [r["name"] for r in rows[:3]] == NAMES
 
 
 # ---------------------------------------------------------------------------------------- 2. mimtl run
@@ -365,6 +368,10 @@ def test_missing_landmarks_and_unknown_spacing_train_in_px(data, tmp_path, capsy
     assert _mimtl_run("evaluate", settings) == 0
     summary = json.loads((out / "eval" / "landmark_summary.json").read_text())
     assert summary["unit"] == "px" and summary["overall"]["n_missing"] == 0
+    # a spacing the files do not carry, given in the config: the same errors, in mm
+    assert _mimtl_run("evaluate", {**settings, "output_dir": str(out / "mm"), "pixel_spacing": 0.5}) == 0
+    in_mm = json.loads((out / "mm" / "landmark_summary.json").read_text())
+    assert in_mm["unit"] == "mm" and in_mm["overall"]["mre"] == pytest.approx(0.5 * summary["overall"]["mre"], rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------- 6. the paper's experiment

@@ -412,16 +412,24 @@ def load_datalist(
     return list(validate_datalist(items, keys=keys, source=str(path), deep=deep))
 
 
-def datalist_labels(path: str | os.PathLike, key: str = "labels") -> list[str]:
+def datalist_labels(
+    path: str | os.PathLike | None, key: str = "labels", default: Sequence[str] | None = None
+) -> list[str]:
     """The label names of a datalist JSON: its top-level ``"labels"`` list (as mimtl's adapters write).
 
     A bundle reads its class names (and so its number of outputs) from here, so pointing it at
     another data set's datalist is one override. Landmark datalists name their points under
-    ``key="landmark_names"``.
+    ``key="landmark_names"``. With ``path`` None, ``default`` is returned: an inference config
+    takes the names of its metadata unless it is pointed at the datalist a model was trained on.
 
     Raises:
         DataValidationError: the file is missing, not JSON, or has no list of label names.
+        ValueError: neither ``path`` nor ``default`` is given.
     """
+    if path is None:
+        if default is None:
+            raise ValueError("datalist_labels needs a datalist path or default names.")
+        return [f"{n}" for n in default]
     path = Path(path)
     names = _read_json(path).get(key)
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
