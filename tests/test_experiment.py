@@ -108,3 +108,17 @@ def test_prerequisite_runs_once(tiny_bundle, tmp_path):
     assert out.stat().st_mtime_ns == stamp  # not rerun
     with pytest.raises(FileNotFoundError, match="without writing"):
         PrerequisiteRun(tiny_bundle, "train", tmp_path / "elsewhere.pt", overrides).run()
+
+
+def test_plot_label_and_log_scale(tiny_bundle, tmp_path):
+    """A landmark MRE of 200 mm beside 2 mm: a log axis keeps the small differences readable."""
+    factors = {"lr": {"id": "optimizer::lr", "values": [0.001, 0.01]}}
+    table = {("0.001",): (3, 200.0, 20.0), ("0.01",): (3, 2.0, 0.5)}
+    plain = GridExperiment(tiny_bundle, factors, seeds=[0], metric="mre", output_dir=tmp_path).figure(table)
+    assert plain.axes[0].get_yscale() == "linear" and plain.axes[0].get_ylabel() == "mre"
+    exp = GridExperiment(tiny_bundle, factors, seeds=[0], metric="mre", output_dir=tmp_path,
+                         metric_label="MRE (mm)", log_scale=True)  # fmt: skip
+    ax = exp.figure(table).axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "MRE (mm)"
+    exp.plot(table, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000 and not list(tmp_path.glob("*.tmp.png"))
