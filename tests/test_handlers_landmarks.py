@@ -85,7 +85,15 @@ def test_writer_lists_failures_and_draws_overlays(tmp_path, caplog):
     assert rows[1]["radius"] == ""  # too few calibration points for that landmark: no radius, not a made-up one
     report = json.loads((tmp_path / "out" / "landmarks.json").read_text())
     assert report["n_failed"] == 1 and report["images"][0]["spacing_source"] == "unknown"
-    assert (tmp_path / "out" / "overlays" / "film_landmarks.png").is_file()
+    with Image.open(tmp_path / "out" / "overlays" / "film_landmarks.png") as im:
+        assert im.size == (64, 64)
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    # 8x scale: point a ([x, y] = [2, 3]: column 2, row 3) is a red dot at pixel centre (19.5, 27.5)
+    assert rgb[27, 19].tolist() == [255, 40, 40] and rgb[28, 20].tolist() == [255, 40, 40]
+    yellow = np.argwhere((rgb == [255, 220, 0]).all(-1))  # its 1.5 px radius: a ring 12 px out
+    distance = np.hypot(yellow[:, 0] - 27.5, yellow[:, 1] - 19.5)
+    assert len(yellow) > 20 and abs(np.median(distance) - 12.0) < 1.0
+    assert len(set(rgb[60, 2].tolist())) == 1  # the film itself, in gray
 
 
 def test_writer_without_radii_says_so(tmp_path, caplog):

@@ -41,6 +41,15 @@ __all__ = ["LandmarkReport", "LandmarkWriter", "load_conformal"]
 
 logger = logging.getLogger(__name__)
 
+# Overlays are palette PNGs: the film in _GRAY_LEVELS grays, then the marker colours. One byte per
+# pixel and no PNG row filters make a 512 px overlay ~4x cheaper to encode than RGB (22 -> 6 ms),
+# and 248 grays look like 256.
+_GRAY_LEVELS = 248
+_RADIUS, _POINT, _LABEL = _GRAY_LEVELS, _GRAY_LEVELS + 1, _GRAY_LEVELS + 2  # yellow, red, green
+_TO_LEVEL = (np.arange(256) * (_GRAY_LEVELS - 1) // 255).astype(np.uint8)
+_PALETTE = [v for i in range(_GRAY_LEVELS) for v in (i * 255 // (_GRAY_LEVELS - 1),) * 3]
+_PALETTE += [255, 220, 0, 255, 40, 40, 80, 255, 80]
+
 
 def _numpy(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
@@ -374,7 +383,9 @@ class LandmarkWriter:
         h, w = gray.shape
         scale = 1.0 if self.overlay_size is None else self.overlay_size / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        canvas = Image.fromarray(gray).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        film = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
+        canvas = Image.fromarray(_TO_LEVEL[film], mode="P")
+        canvas.putpalette(_PALETTE)
         draw = ImageDraw.Draw(canvas)
         text_font = font(max(10, size[0] // 45))
         radius, unit = self._radius_px(item)
@@ -390,12 +401,13 @@ class LandmarkWriter:
             if math.isfinite(r):
                 r_px = r / float(np.mean(spacing)) if unit == "mm" else r
                 rr = r_px * scale
-                draw.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), outline=(255, 220, 0), width=max(1, size[0] // 400))
-            draw.ellipse((cx - dot, cy - dot, cx + dot, cy + dot), fill=(255, 40, 40))
-            draw.text((cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=(80, 255, 80), font=text_font)
+                draw.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), outline=_RADIUS, width=max(1, size[0] // 400))
+            draw.ellipse((cx - dot, cy - dot, cx + dot, cy + dot), fill=_POINT)
+            # a black rim keeps the number readable on bright bone
+            draw.text((cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=_LABEL, font=text_font, stroke_width=1, stroke_fill=0)
         path = self._output_path(item["file"]) if path is None else path
         path.parent.mkdir(parents=True, exist_ok=True)
-        canvas.save(path, compress_level=1)  # zlib's default level made saving 90 % of an overlay's cost
+        canvas.save(path, compress_level=1)  # zlib's default level costs 2.5x for 3 % smaller files
         return path
 
     def _output_path(self, name: str) -> Path:
