@@ -19,7 +19,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -320,8 +319,6 @@ class LandmarkWriter:
         self.transpose = transpose
         self.collector = _Collector(image_key, error_key)
         self._used: set[str] = set()
-        self._drawing: list[tuple[dict[str, Any], Future]] = []
-        self._pool: ThreadPoolExecutor | None = None
 
     def attach(self, engine: Engine) -> None:
         """Collect (and draw) on every iteration, write the tables at completion."""
@@ -332,7 +329,6 @@ class LandmarkWriter:
     def _reset(self, engine: Engine | None = None) -> None:
         self.collector.reset()
         self._used = set()
-        self._drawing = []
 
     def _radius_px(self, item: dict[str, Any]) -> tuple[list[float], str]:
         """Radii in the conformal file's unit, and the same in pixels of the film for drawing."""
@@ -346,33 +342,20 @@ class LandmarkWriter:
         return radius, "px"
 
     def _iteration(self, engine: Engine) -> None:
+        # overlays are drawn here, between batches: a background thread was slower on 2 cores, where
+        # it takes a core from the forward pass's threads (benchmarks/xray_landmark_detection.py)
         start = len(self.collector.items)
         self.collector(engine)
-        if not self.overlay:
-            return
-        if self._pool is None:
-            # one background thread reads, draws and PNG-encodes the overlays while the next batch
-            # runs through the network (PIL and zlib release the GIL); write() waits for it
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landmark-overlays")
-        for item in self.collector.items[start:]:
-            if not item["error"]:
-                path = self._output_path(item["file"])  # names are chosen here, in order
-                self._drawing.append((item, self._pool.submit(self.draw, item, path)))
+        if self.overlay:
+            for item in self.collector.items[start:]:
+                if not item["error"]:
+                    try:
+                        item["overlay"] = str(self.draw(item))
+                    except Exception as e:  # an overlay must never cost the table of points
+                        logger.warning("%s: no overlay (%s)", item["file"], e)
 
-    def _finish_overlays(self) -> None:
-        """Wait for the overlays in flight; one that failed is logged, never costs the table of points."""
-        for item, future in self._drawing:
-            try:
-                item["overlay"] = str(future.result())
-            except Exception as e:  # noqa: BLE001
-                logger.warning("%s: no overlay (%s)", item["file"], e)
-        self._drawing = []
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
-
-    def draw(self, item: dict[str, Any], path: Path | None = None) -> Path:
-        """Draw the overlay of one item into ``path`` (default: a new name in ``overlays/``); return its path."""
+    def draw(self, item: dict[str, Any]) -> Path:
+        """Draw the overlay of one item; return its path."""
         from PIL import Image, ImageDraw
 
         from mimtl.io import load_image
@@ -405,7 +388,7 @@ class LandmarkWriter:
             draw.ellipse((cx - dot, cy - dot, cx + dot, cy + dot), fill=_POINT)
             # a black rim keeps the number readable on bright bone
             draw.text((cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=_LABEL, font=text_font, stroke_width=1, stroke_fill=0)
-        path = self._output_path(item["file"]) if path is None else path
+        path = self._output_path(item["file"])
         path.parent.mkdir(parents=True, exist_ok=True)
         canvas.save(path, compress_level=1)  # zlib's default level costs 2.5x for 3 % smaller files
         return path
@@ -421,8 +404,7 @@ class LandmarkWriter:
         return self.output_dir / "overlays" / f"{candidate}_landmarks.png"
 
     def write(self, engine: Engine | None = None) -> Path:
-        """Write ``landmarks.csv`` and ``landmarks.json`` (once every overlay is drawn); return the CSV path."""
-        self._finish_overlays()
+        """Write ``landmarks.csv`` and ``landmarks.json``; return the CSV path."""
         rows, files = [], []
         for item in self.collector.items:
             if item["error"]:
