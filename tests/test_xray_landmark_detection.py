@@ -205,7 +205,7 @@ def test_train_calibrate_evaluate_infer(trained, data):
     overlays = sorted((out / "overlays").iterdir())
     assert [p.name for p in overlays] == [f"{p.stem}_landmarks.png" for p in data.tests]
     with Image.open(overlays[0]) as im:
-        assert im.mode == "RGB" and im.size[0] > im.size[1]  # film orientation: 72 wide, 60 high
+        assert im.mode == "P" and im.size[0] > im.size[1]  # palette PNG in film orientation: 72 wide, 60 high
     _untouched(trained.before, trained.out)
 
 
