@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from mimtl.benchmark import machine_info
-from mimtl.io.demo import DEMO_TASKS, build_demo
+from mimtl.sim.demo import DEMO_TASKS, build_demo
 
 
 def simulator_images_per_s(n: int = 20, seed: int = 0) -> dict:
-    """Radiographs per second from :func:`mimtl.io.drr.simulate` with random poses and exposures."""
-    from mimtl.io.drr import load_chest_volume, random_exposure, random_pose, simulate
+    """Radiographs per second from :func:`mimtl.sim.drr.simulate` with random poses and exposures."""
+    from mimtl.sim.drr import load_chest_volume, random_exposure, random_pose, simulate
 
     volume = load_chest_volume()
     rng = np.random.default_rng(seed)

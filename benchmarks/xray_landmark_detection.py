@@ -115,7 +115,7 @@ def decode_points(
     keep TorchScript/torch.compile from specialising again on the last one. The network is in
     eval mode (BatchNorm uses running statistics), so padding cannot change the real items.
     """
-    from mimtl.inferers import decode_heatmaps
+    from mimtl.transforms import decode_heatmaps
 
     points = []
     with torch.inference_mode():

@@ -146,9 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     import traceback
 
-    from mimtl.bundle.bundle import root_cause
+    from mimtl.errors import root_cause
     from mimtl.io.meta import ImageReadError
-    from mimtl.io.validate import DataValidationError
+    from mimtl.data.validate import DataValidationError
 
     try:
         wf.initialize()
@@ -231,8 +231,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from mimtl.io.datalist import load_datalist
-    from mimtl.io.validate import DataValidationError
+    from mimtl.data.datalist import load_datalist
+    from mimtl.data.validate import DataValidationError
 
     try:
         items = load_datalist(args.datalist, args.list_key, args.base_dir, keys=args.keys, deep=not args.shallow)
@@ -244,8 +244,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
-    from mimtl.io.demo import DEMO_TASKS, build_demo
-    from mimtl.io.sources import SourceUnavailableError
+    from mimtl.sim.demo import DEMO_TASKS, build_demo
+    from mimtl.sim.sources import SourceUnavailableError
 
     tasks = list(DEMO_TASKS) if args.task == "all" else [args.task]
     for task in tasks:
@@ -259,7 +259,7 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from mimtl.io.sources import SOURCES, SourceUnavailableError, fetch
+    from mimtl.sim.sources import SOURCES, SourceUnavailableError, fetch
 
     for name in SOURCES:
         try:
@@ -271,8 +271,8 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_data_adapt(args: argparse.Namespace) -> int:
     from mimtl.bundle import parse_overrides
-    from mimtl.io.adapters import ADAPTERS, adapt
-    from mimtl.io.validate import DataValidationError
+    from mimtl.data.adapters import ADAPTERS, adapt
+    from mimtl.data.validate import DataValidationError
 
     if args.name not in ADAPTERS:
         raise CliError(f"unknown data set '{args.name}'; choose one of {', '.join(ADAPTERS)}.")

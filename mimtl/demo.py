@@ -7,9 +7,10 @@ where the pictures are. It grows as bundles land.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
+
+from mimtl.utils import read_metrics  # noqa: F401  (was defined here; experiments import it from utils)
 
 __all__ = ["DemoRow", "run_demo", "imagenet_photo_check", "read_metrics", "PHOTO_CLASSES"]
 
@@ -72,22 +73,6 @@ def imagenet_photo_check(out_dir: Path) -> DemoRow:
                    correct == n, str(out_dir / "imagenet_check.png"))  # fmt: skip
 
 
-def read_metrics(folder: Path) -> dict[str, float]:
-    """The ``metrics.csv`` MONAI's MetricsSaver writes: ``name<delimiter>value`` lines (``,`` by default).
-
-    Raises:
-        FileNotFoundError: no ``metrics.csv`` in ``folder``.
-    """
-    f = Path(folder) / "metrics.csv"
-    if not f.is_file():
-        raise FileNotFoundError(f"no metrics.csv written in {folder}")
-    text = f.read_text()
-    if not text.strip():
-        return {}
-    rows = csv.reader(text.splitlines(), csv.Sniffer().sniff(text, delimiters=",\t"))
-    return {r[0]: float(r[1]) for r in rows if len(r) == 2}
-
-
 def _metrics_summary(folder: Path) -> str:
     try:
         metrics = read_metrics(folder)
@@ -111,7 +96,7 @@ def run_bundle_demo(bundle, out_dir: Path) -> list[DemoRow]:
             wf.run()
             wf.finalize()
         except Exception as e:
-            from mimtl.bundle.bundle import root_cause
+            from mimtl.errors import root_cause
 
             cause = root_cause(e)
             rows.append(DemoRow(f"{bundle.name} {config}", f"failed: {type(cause).__name__}: {cause}", False))
@@ -126,7 +111,7 @@ def demo_data_rows(tasks: list[str] | None = None) -> list[DemoRow]:
     import json
     import time
 
-    from mimtl.io.demo import DEMO_TASKS, demo_datalist
+    from mimtl.sim.demo import DEMO_TASKS, demo_datalist
 
     rows = []
     for task in DEMO_TASKS if tasks is None else tasks:

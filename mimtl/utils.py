@@ -1,10 +1,12 @@
-"""Small helpers shared by the command line and the demo."""
+"""Small helpers shared by the command line, the demo and experiments (no mimtl imports)."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["format_table"]
+__all__ = ["format_table", "read_metrics"]
 
 
 def format_table(rows: Sequence[Sequence[object]]) -> str:
@@ -15,3 +17,19 @@ def format_table(rows: Sequence[Sequence[object]]) -> str:
     if lines:
         lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def read_metrics(folder: Path) -> dict[str, float]:
+    """The ``metrics.csv`` MONAI's MetricsSaver writes: ``name<delimiter>value`` lines (``,`` by default).
+
+    Raises:
+        FileNotFoundError: no ``metrics.csv`` in ``folder``.
+    """
+    f = Path(folder) / "metrics.csv"
+    if not f.is_file():
+        raise FileNotFoundError(f"no metrics.csv written in {folder}")
+    text = f.read_text()
+    if not text.strip():
+        return {}
+    rows = csv.reader(text.splitlines(), csv.Sniffer().sniff(text, delimiters=",\t"))
+    return {r[0]: float(r[1]) for r in rows if len(r) == 2}

@@ -50,7 +50,7 @@ train:
   preprocessing: {_target_: Compose, transforms: '@transforms'}
   dataset:
     _target_: Dataset
-    data: {_target_: mimtl.io.datalist.load_datalist, path: '@datalist', data_list_key: training}
+    data: {_target_: mimtl.data.datalist.load_datalist, path: '@datalist', data_list_key: training}
     transform: '@train::preprocessing'
   dataloader: {_target_: DataLoader, dataset: '@train::dataset', batch_size: 4, shuffle: true, num_workers: 0}
   inferer: {_target_: SimpleInferer}
@@ -76,7 +76,7 @@ validate:
     - {_target_: AsDiscreted, keys: [pred, label], argmax: [true, false], to_onehot: '@num_classes'}
   dataset:
     _target_: Dataset
-    data: {_target_: mimtl.io.datalist.load_datalist, path: '@datalist', data_list_key: validation}
+    data: {_target_: mimtl.data.datalist.load_datalist, path: '@datalist', data_list_key: validation}
     transform: '@validate::preprocessing'
   dataloader: {_target_: DataLoader, dataset: '@validate::dataset', batch_size: 4, shuffle: false, num_workers: 0}
   inferer: {_target_: SimpleInferer}
@@ -141,7 +141,7 @@ preprocessing:
   - {_target_: EnsureTyped, keys: image}
 dataset:
   _target_: Dataset
-  data: {_target_: mimtl.io.datalist.list_images, source: '@dataset_dir'}
+  data: {_target_: mimtl.data.datalist.list_images, source: '@dataset_dir'}
   transform: '@preprocessing'
 dataloader: {_target_: DataLoader, dataset: '@dataset', batch_size: 4, shuffle: false, num_workers: 0}
 inferer: {_target_: SimpleInferer}

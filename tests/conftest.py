@@ -14,3 +14,17 @@ def tiny_bundle(tmp_path, monkeypatch):
     path = make_bundle(tmp_path / "bundles")
     monkeypatch.setenv("MIMTL_BUNDLE_PATH", str(tmp_path / "bundles"))
     return path
+
+
+@pytest.fixture
+def registered_readers():
+    """mimtl's readers in MONAI's global reader table (the opt-in), restored afterwards."""
+    from monai.transforms.io.array import SUPPORTED_READERS
+
+    from mimtl.io import register_readers
+
+    saved = dict(SUPPORTED_READERS)
+    register_readers()
+    yield
+    SUPPORTED_READERS.clear()
+    SUPPORTED_READERS.update(saved)

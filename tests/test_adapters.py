@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.io.adapters import (
+from mimtl.data.adapters import (
     ADAPTERS,
     CHEXPERT_HEADER,
     ISBI2015_LANDMARKS,
@@ -34,8 +34,8 @@ from mimtl.io.adapters import (
     shenzhen_datalist,
     write_datalist,
 )
-from mimtl.io.datalist import load_datalist
-from mimtl.io.validate import DataValidationError
+from mimtl.data.datalist import load_datalist
+from mimtl.data.validate import DataValidationError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*nvImageCodec")
 

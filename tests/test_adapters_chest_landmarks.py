@@ -17,12 +17,12 @@ import pytest
 from PIL import Image, ImageFile
 
 from mimtl.cli import main
-from mimtl.io.adapters import ADAPTERS, SHENZHEN_LANDMARK_NAMES, adapt, shenzhen_landmarks_datalist
-from mimtl.io.adapters.chest_landmarks import (
+from mimtl.data.adapters import ADAPTERS, SHENZHEN_LANDMARK_NAMES, adapt, shenzhen_landmarks_datalist
+from mimtl.data.adapters.chest_landmarks import (
     SHENZHEN_LANDMARKS_EXCLUDED,
     read_ratio_landmarks,
 )
-from mimtl.io.validate import DataValidationError
+from mimtl.data.validate import DataValidationError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*nvImageCodec")
 

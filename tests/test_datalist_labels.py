@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.io.datalist import datalist_labels, list_images, load_datalist, subsample
-from mimtl.io.validate import DataValidationError
+from mimtl.data.datalist import datalist_labels, list_images, load_datalist, subsample
+from mimtl.data.validate import DataValidationError
 
 NAMES = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 

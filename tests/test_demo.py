@@ -24,7 +24,7 @@ def test_demo_reports_a_bundle_without_weights(tiny_bundle, tmp_path):
 def test_demo_datalist_builds_once_then_reuses(tmp_path):
     import time
 
-    from mimtl.io.demo import demo_datalist
+    from mimtl.sim.demo import demo_datalist
 
     first = demo_datalist("brain", n=3, root=tmp_path, progress=False)
     assert first.parent.name == "brain-seed0-n3" and (first.parent / "contact_sheet.png").is_file()

@@ -1,4 +1,4 @@
-"""Brain tumour grading demo data (mimtl.io.demo.brain): layout, labels, contrasts, determinism.
+"""Brain tumour grading demo data (mimtl.sim.brain): layout, labels, contrasts, determinism.
 
 Built from the real MNI152 template (fetched from the nilearn wheel on first use, ~2 s), on a
 small 4 mm grid so that every build takes a few seconds.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.io.demo.brain import (
+from mimtl.sim.brain import (
     BRATS2020_HGG_FRACTION,
     BRATS_ROOT,
     MODALITIES,
@@ -159,7 +159,7 @@ def test_replaces_own_build_refuses_other_folders(tmp_path):
 
 
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
-    import mimtl.io.demo.brain as brain
+    import mimtl.sim.brain as brain
 
     out = tmp_path / "brain"
     _build(out, n=1)

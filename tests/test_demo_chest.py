@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.io import drr
-from mimtl.io.demo import DEMO_TASKS, build_demo, chest
+from mimtl.sim import drr
+from mimtl.sim import chest
+from mimtl.sim.demo import DEMO_TASKS, build_demo
 
 N, SIZE = 4, (64, 64)
 
@@ -169,9 +170,9 @@ def test_segmentation_layout(builds):
 
 def test_public_adapters_read_the_demo_sets(builds):
     """mimtl's adapters for the real data sets read the demo sets as they are."""
-    from mimtl.io.adapters.cephalometric import isbi2015_ceph_datalist
-    from mimtl.io.adapters.chexpert import chexpert_datalist
-    from mimtl.io.adapters.shenzhen import shenzhen_datalist
+    from mimtl.data.adapters.cephalometric import isbi2015_ceph_datalist
+    from mimtl.data.adapters.chexpert import chexpert_datalist
+    from mimtl.data.adapters.shenzhen import shenzhen_datalist
 
     cls = chexpert_datalist(builds["classification"][0], labels=list(chest.CLASSES[1:]))
     ours = json.loads((builds["classification"][0] / "datalist.json").read_text())
@@ -188,7 +189,7 @@ def test_public_adapters_read_the_demo_sets(builds):
 
 
 def test_build_demo_registry_and_failed_build(tmp_path, monkeypatch):
-    assert DEMO_TASKS["classification"] == "mimtl.io.demo.chest:build_classification"
+    assert DEMO_TASKS["classification"] == "mimtl.sim.chest:build_classification"
     path = build_demo("landmarks", tmp_path / "lm", n=1, progress=False)
     assert path == tmp_path / "lm" / "datalist.json" and path.is_file()
     # an interrupted build leaves nothing that looks like a data set, and keeps the old one

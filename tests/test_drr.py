@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mimtl.io import drr
+from mimtl.sim import drr
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from monai.visualize import GradCAM
 from PIL import Image
 
 from mimtl.handlers import ClassificationWriter, GradCAMWriter, resolve_thresholds
-from mimtl.io import TolerantDataset
-from mimtl.io.datalist import list_images
-from mimtl.io.dataset import error_reason
+from mimtl.data import TolerantDataset
+from mimtl.data.datalist import list_images
+from mimtl.data.dataset import error_reason
 from mimtl.transforms import EnsureGrayscaled
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema"]
@@ -264,7 +264,7 @@ def test_tolerant_dataset_items(films, caplog):
     data = [{"image": str(films / n)} for n in ("a_gray8.png", "d_colour.png", "missing.png")]
     ds = TolerantDataset(data, preprocessing(), placeholder_shape=(1, SIZE, SIZE),
                          placeholder_values={"label": torch.zeros(3)})  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="mimtl.io.dataset"):
+    with caplog.at_level(logging.WARNING, logger="mimtl.data.dataset"):
         items = [ds[i] for i in range(3)] + [ds[1]]
     assert items[0]["error"] == "" and items[0]["image"].shape == (1, SIZE, SIZE)
     bad = items[1]

@@ -18,12 +18,12 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels import get_decoder
 
-import mimtl.io  # noqa: F401  (registers the readers)
 from mimtl.io import (
     STANDARD_META_KEYS,
     DicomXrayReader,
     ImageNotFoundError,
     ImageReadError,
+    MedicalImageReader,
     MissingDecoderError,
     load_image,
 )
@@ -241,7 +241,7 @@ def test_axis_order_matches_png(tmp_path):
     from monai.transforms import LoadImage
 
     png = LoadImage(image_only=True)(tmp_path / "x.png")
-    dcm = LoadImage(image_only=True, reader="DicomXrayReader", normalize=False)(tmp_path / "x.dcm")
+    dcm = LoadImage(image_only=True, reader="mimtl.io.DicomXrayReader", normalize=False)(tmp_path / "x.dcm")
     assert tuple(dcm.shape) == tuple(png.shape) == (COLS, ROWS)
     np.testing.assert_array_equal(dcm.numpy(), png.numpy())
     np.testing.assert_array_equal(dcm.meta["spatial_shape"], png.meta["spatial_shape"])
@@ -516,7 +516,7 @@ def test_errors_survive_pickling():
 
 def test_load_image_surfaces_the_reason(tmp_path):
     (tmp_path / "text.dcm").write_text("not DICOM\n" * 20)
-    for reader in (None, "DicomXrayReader"):  # auto-selection, and LoadImage's "try every reader" path
+    for reader in (None, "mimtl.io.DicomXrayReader"):  # auto-selection, and LoadImage's "try every reader" path
         with pytest.raises(ImageReadError, match="not a DICOM file"):
             load_image(tmp_path / "text.dcm", reader=reader)
     with pytest.raises(ImageNotFoundError):
@@ -534,20 +534,26 @@ def test_loadimage_by_name_dotted_path_and_auto(tmp_path):
     no_suffix = tmp_path / "IM0001"
     no_suffix.write_bytes(path.read_bytes())
     expected = pixels.T / 4095
-    cases = [("DicomXrayReader", path), ("mimtl.io.DicomXrayReader", path), (None, path), (None, no_suffix)]
+    cases = [
+        ("mimtl.io.DicomXrayReader", path),
+        (DicomXrayReader, path),
+        (MedicalImageReader, path),
+        (MedicalImageReader, no_suffix),  # found by its 'DICM' marker
+    ]
     for reader, file in cases:
         img = LoadImage(reader=reader, ensure_channel_first=True)(file)
         assert tuple(img.shape) == (1, COLS, ROWS), reader
         np.testing.assert_allclose(img[0].numpy(), expected, atol=1e-6)
         np.testing.assert_allclose(img.pixdim, (0.1, 0.2))
         assert img.meta["spacing_source"] == "PixelSpacing"
-    plain = LoadImage(reader="DicomXrayReader")(path)  # no channel added without ensure_channel_first
+    plain = LoadImage(reader="mimtl.io.DicomXrayReader")(path)  # no channel added without ensure_channel_first
     assert tuple(plain.shape) == (COLS, ROWS)
-    raw = LoadImage(reader="DicomXrayReader", normalize=False)(path)  # kwargs reach the reader
+    raw = LoadImage(reader=MedicalImageReader, normalize=False)(path)  # kwargs reach the format's reader
     np.testing.assert_array_equal(raw.numpy(), pixels.T)
 
 
-def test_auto_selection_prefers_dicom_reader(tmp_path):
+def test_auto_selection_prefers_dicom_reader(tmp_path, registered_readers):
+    """After the opt-in ``register_readers()``, a bare ``LoadImage()`` picks DicomXrayReader."""
     from monai.transforms import LoadImage
 
     path = write(make_ds(gradient(12), 12), tmp_path / "x.dcm")
@@ -564,14 +570,14 @@ def test_auto_selection_prefers_dicom_reader(tmp_path):
 def test_loadimaged_dictionary_and_stacking(tmp_path):
     from monai.transforms import Compose, EnsureTyped, LoadImaged
 
-    from mimtl.io import StandardizeImageMetad
+    from mimtl.transforms import StandardizeImageMetad
 
     a, b = gradient(12), gradient(12, seed=3)
     pa = write(make_ds(a, 12, PixelSpacing=[0.2, 0.1]), tmp_path / "a.dcm")
     pb = write(make_ds(b, 12, PixelSpacing=[0.2, 0.1]), tmp_path / "b.dcm")
     pipeline = Compose(
         [
-            LoadImaged(keys="image", reader="DicomXrayReader", ensure_channel_first=True),
+            LoadImaged(keys="image", reader="mimtl.io.DicomXrayReader", ensure_channel_first=True),
             StandardizeImageMetad(keys="image"),
             EnsureTyped(keys="image"),
         ]
@@ -579,6 +585,6 @@ def test_loadimaged_dictionary_and_stacking(tmp_path):
     out = pipeline({"image": str(pa), "label": 1})
     assert tuple(out["image"].shape) == (1, COLS, ROWS) and out["label"] == 1
     assert out["image"].meta["spacing_source"] == "PixelSpacing"
-    stacked = LoadImaged(keys="image", reader="DicomXrayReader")({"image": [str(pa), str(pb)]})["image"]
+    stacked = LoadImaged(keys="image", reader="mimtl.io.DicomXrayReader")({"image": [str(pa), str(pb)]})["image"]
     assert tuple(stacked.shape) == (2, COLS, ROWS)
     np.testing.assert_allclose(stacked[1].numpy(), b.T / 4095, atol=1e-6)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import subprocess
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -11,11 +14,10 @@ from mimtl.io import (
     STANDARD_META_KEYS,
     ImageReadError,
     SimpleITKReader,
-    StandardizeImageMeta,
-    StandardizeImageMetad,
     load_image,
     register_readers,
 )
+from mimtl.transforms import StandardizeImageMeta, StandardizeImageMetad
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*nvImageCodec")
 
@@ -205,16 +207,27 @@ def test_pruned_meta_collates_across_formats(tmp_path):
     assert batch["image"].meta["spacing_source"] == ["unknown", "PixelSpacing", "affine"]
 
 
-def test_registration_order_and_auto_selection(tmp_path):
+def test_import_changes_no_global_reader_table():
+    """Importing every mimtl package leaves MONAI's reader table as it was (checked in a fresh process)."""
+    code = (
+        "from monai.transforms.io.array import SUPPORTED_READERS as R; before = list(R)\n"
+        "import mimtl, mimtl.io, mimtl.data, mimtl.data.adapters, mimtl.sim, mimtl.transforms, mimtl.networks, "
+        "mimtl.handlers, mimtl.metrics, mimtl.losses, mimtl.engines, mimtl.inferers, mimtl.bundle, mimtl.cli\n"
+        "assert list(R) == before, (before, list(R))"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registration_order_and_auto_selection(tmp_path, registered_readers):
     from monai.data import NibabelReader, PILReader
     from monai.transforms import LoadImage
     from monai.transforms.io.array import SUPPORTED_READERS
 
-    from mimtl.io import DicomXrayReader
+    from mimtl.io import DicomXrayReader, JSRTReader
 
     register_readers()  # idempotent
     keys = list(SUPPORTED_READERS)
-    assert keys[-1] == "dicomxrayreader" and keys.count("simpleitkreader") == 1
+    assert keys[-1] == "dicomxrayreader" and keys.count("simpleitkreader") == 1 and "jsrtreader" in keys
     assert keys.index("simpleitkreader") < keys.index("nibabelreader")  # NIfTI stays with nibabel
     loader = LoadImage()
 
@@ -225,6 +238,51 @@ def test_registration_order_and_auto_selection(tmp_path):
     assert chosen("a.nii.gz") is NibabelReader
     assert chosen("a.mha") is SimpleITKReader and chosen("a.nrrd") is SimpleITKReader
     assert chosen("a.png") is PILReader
+    (tmp_path / "a.img").write_bytes(bytes(2 * 16 * 16))  # a square 16-bit raw file
+    assert chosen("a.img") is JSRTReader
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("a.dcm", "DicomXrayReader"),
+        ("a.nii.gz", "NibabelReader"),
+        ("a.mha", "SimpleITKReader"),
+        ("a.nrrd", "SimpleITKReader"),
+        ("a.png", "PILReader"),
+        ("a.jpg", "PILReader"),
+        ("a.npy", "NumpyReader"),
+        ("series_folder", "PydicomReader"),
+    ],
+)
+def test_medical_image_reader_dispatch(tmp_path, name, expected):
+    """The reader configs name sends each file to its format's reader, without a global table."""
+    from mimtl.io import MedicalImageReader
+
+    assert type(MedicalImageReader().reader_for(str(tmp_path / name))).__name__ == expected
+
+
+def test_medical_image_reader_keeps_our_error(tmp_path):
+    """A file the format reader refuses fails with that reader's reason; MONAI's other readers are not tried."""
+    from monai.transforms import LoadImage
+
+    from mimtl.io import MedicalImageReader
+
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"not a dicom file at all")
+    with pytest.raises(ImageReadError, match="broken.dcm"):
+        LoadImage(reader=MedicalImageReader, image_only=True)(bad)
+
+
+def test_medical_image_reader_passes_only_named_options(tmp_path):
+    """A DICOM option given to the loader does not reach PIL's ``Image.open`` for a PNG."""
+    from monai.transforms import LoadImage
+
+    from mimtl.io import MedicalImageReader
+
+    Image.fromarray(np.arange(20, dtype=np.uint8).reshape(4, 5)).save(tmp_path / "a.png")
+    img = LoadImage(reader=MedicalImageReader, image_only=True, normalize=False)(tmp_path / "a.png")
+    assert tuple(img.shape) == (5, 4)
 
 
 def test_load_image_missing_file(tmp_path):

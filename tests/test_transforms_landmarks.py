@@ -19,7 +19,7 @@ from monai.transforms import (
     Resized,
 )
 
-from mimtl.io.validate import DataValidationError
+from mimtl.data.validate import DataValidationError
 from mimtl.losses import HeatmapLoss, render_heatmaps
 from mimtl.transforms import DecodeLandmarksd, LandmarksToWorldd, SetPixelSpacingd, as_points
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.io.datalist import list_images, load_datalist
-from mimtl.io.validate import DataValidationError, check_image_file, validate_datalist
+from mimtl.data.datalist import list_images, load_datalist
+from mimtl.data.validate import DataValidationError, check_image_file, validate_datalist
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-import mimtl.io.demo
+import mimtl.sim.demo
 from mimtl.bundle import export_bundle, load_bundle, load_checkpoint, verify_bundle
 from mimtl.cli import main
 from mimtl.networks import ColorizedClassifier
@@ -134,7 +134,7 @@ def _environment(tmp_path_factory):
     """One thread per process, the shipped bundle found by name, and no demo data anywhere.
 
     On 2 cores shared with other work, 2 OpenMP threads per process made these runs 10-20x
-    slower than 1. ``demo_dir`` is the bundle's default data; calling it in this process fails the
+    slower than 1. ``build_demo`` makes the bundle's default data; calling it in this process fails the
     test, and subprocesses get an empty cache that must stay empty.
     """
     cache = tmp_path_factory.mktemp("empty_cache")
@@ -148,7 +148,7 @@ def _environment(tmp_path_factory):
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("MIMTL_CACHE_DIR", str(cache))
         mp.delenv("MIMTL_BUNDLE_PATH", raising=False)
-        mp.setattr(mimtl.io.demo, "demo_dir", no_demo)
+        mp.setattr(mimtl.sim.demo, "build_demo", no_demo)
         assert load_bundle(NAME).path == BUNDLE.resolve()
         yield
     torch.set_num_threads(threads)
@@ -273,7 +273,7 @@ def bundle_copy(trained, data, tmp_path):
     shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("models", "eval", "experiment", "__pycache__"))
     (copy / "models").mkdir()
     shutil.copy(trained.ckpt, copy / "models" / "model.pt")
-    default_data = "dataset_dir: {_target_: mimtl.io.demo.demo_dir, task: classification}\n"
+    default_data = "dataset_dir: {_target_: mimtl.sim.demo_path, task: classification}\n"
     for config in ("train.yaml", "inference.yaml"):
         f = copy / "configs" / config
         text = f.read_text()

@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-import mimtl.io.demo
+import mimtl.sim.demo
 from mimtl.bundle import export_bundle, load_bundle, load_checkpoint, verify_bundle
 from mimtl.cli import main
 from mimtl.networks import HeatmapUNet
@@ -111,7 +111,7 @@ def _environment(tmp_path_factory):
         mp.setenv("OMP_NUM_THREADS", "1")
         mp.setenv("MIMTL_CACHE_DIR", str(cache))
         mp.delenv("MIMTL_BUNDLE_PATH", raising=False)
-        mp.setattr(mimtl.io.demo, "demo_dir", no_demo)
+        mp.setattr(mimtl.sim.demo, "build_demo", no_demo)
         assert load_bundle(NAME).path == BUNDLE.resolve()
         yield
     torch.set_num_threads(threads)
@@ -298,7 +298,7 @@ def bundle_copy(trained, data, tmp_path):
     shutil.copytree(BUNDLE, copy, ignore=shutil.ignore_patterns("models", "eval", "experiment", "__pycache__"))
     (copy / "models").mkdir()
     shutil.copy(trained.ckpt, copy / "models" / "model.pt")
-    default_data = "dataset_dir: {_target_: mimtl.io.demo.demo_dir, task: landmarks}\n"
+    default_data = "dataset_dir: {_target_: mimtl.sim.demo_path, task: landmarks}\n"
     for config in ("train.yaml", "inference.yaml"):
         f = copy / "configs" / config
         text = f.read_text()

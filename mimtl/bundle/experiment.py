@@ -171,7 +171,7 @@ class GridExperiment:
         os.replace(tmp, self.runs_file)
 
     def _run_one(self, run_dir: Path, overrides: dict[str, Any]) -> dict[str, float]:
-        from mimtl.demo import read_metrics
+        from mimtl.utils import read_metrics
 
         common = {**overrides, "ckpt_dir": str(run_dir / "models"), "output_dir": str(run_dir / "eval")}
         for config in (self.train_config, self.eval_config):

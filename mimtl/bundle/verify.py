@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mimtl.bundle.bundle import Bundle, load_checkpoint, root_cause
+from mimtl.bundle.bundle import Bundle, load_checkpoint
+from mimtl.errors import root_cause
 
 __all__ = ["CheckResult", "METADATA_SCHEMA", "REQUIRED_FILES", "verify_bundle", "VERIFY_CHECKS"]
 

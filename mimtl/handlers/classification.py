@@ -1,7 +1,7 @@
 """Ignite handlers that turn a classification evaluator's output into files a user can read.
 
 :class:`ClassificationWriter` writes one CSV row per input image (probabilities, thresholded
-decisions, and, for files :class:`~mimtl.io.TolerantDataset` could not use, the reason), and a
+decisions, and, for files :class:`~mimtl.data.TolerantDataset` could not use, the reason), and a
 JSON summary. :class:`GradCAMWriter` saves a Grad-CAM overlay per image for the findings the
 model reports. Both read the evaluator's per-iteration ``engine.state.batch`` /
 ``engine.state.output``, decollated (lists of per-item dicts, MONAI's default when
@@ -126,7 +126,7 @@ class ClassificationWriter:
     Columns: ``file``, ``prob_<label>`` per label (the ``pred`` after postprocessing, e.g.
     ``Activationsd(sigmoid=True)``), ``pred_<label>`` per label (1 when ``prob >= threshold``),
     ``predicted_class`` (the most probable label; multi-class only) and ``status``: ``ok``, or
-    ``failed: <reason>`` for an item :class:`~mimtl.io.TolerantDataset` could not load, whose
+    ``failed: <reason>`` for an item :class:`~mimtl.data.TolerantDataset` could not load, whose
     probability and decision cells are empty. Rows are in the order the evaluator saw the items
     (the datalist's, with ``shuffle: false``). On completion the CSV and a JSON summary beside it
     (``<stem>.json``: counts, failed files with reasons, thresholds, label names) are written
@@ -151,7 +151,7 @@ class ClassificationWriter:
             adds the ``predicted_class`` column.
         image_key: the image key of the batch (its meta names the file).
         pred_key: the prediction key of the output.
-        error_key: the key :class:`~mimtl.io.TolerantDataset` puts the failure reason in.
+        error_key: the key :class:`~mimtl.data.TolerantDataset` puts the failure reason in.
     """
 
     def __init__(
@@ -331,7 +331,7 @@ def _colormap(values: np.ndarray) -> np.ndarray:
 class GradCAMWriter:
     """Save a Grad-CAM overlay (MONAI ``GradCAM``) per image for the findings the model reports.
 
-    For each image that loaded (items with an ``error`` from :class:`~mimtl.io.TolerantDataset`
+    For each image that loaded (items with an ``error`` from :class:`~mimtl.data.TolerantDataset`
     are skipped), the labels whose probability reaches their threshold, most probable first, at
     most ``max_labels`` (the most probable label when none does) get a panel: the model input,
     min-max scaled to gray, with the class activation map of that label's logit as a colour heat
@@ -368,7 +368,7 @@ class GradCAMWriter:
         panel_size: each panel's longer side in pixels (None: the model input size).
         image_key: the image key of the output/batch (the model input).
         pred_key: the prediction key of the output (probabilities after postprocessing).
-        error_key: the key :class:`~mimtl.io.TolerantDataset` puts the failure reason in.
+        error_key: the key :class:`~mimtl.data.TolerantDataset` puts the failure reason in.
         transpose: MONAI's 2D readers (``PILReader``, mimtl's DICOM reader) index arrays ``[x, y]``;
             True draws them as a film is viewed (rows = y). Set False for data stored ``[y, x]``.
 

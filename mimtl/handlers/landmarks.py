@@ -150,7 +150,7 @@ class LandmarkReport:
         calibrate: compute and write the radii.
         coverage: share of true points the radii should hold (calibration).
         image_key: image key (its meta names the file).
-        error_key: key of :class:`~mimtl.io.TolerantDataset`'s failure reason.
+        error_key: key of :class:`~mimtl.data.TolerantDataset`'s failure reason.
     """
 
     def __init__(
@@ -294,7 +294,7 @@ class LandmarkWriter:
         overlay_size: longest side of an overlay in pixels (None: the film's size).
         transpose: the arrays are ``[x, y]`` (MONAI's PIL and mimtl's DICOM readers): transpose to show.
         image_key: image key (its meta names the file).
-        error_key: key of :class:`~mimtl.io.TolerantDataset`'s failure reason.
+        error_key: key of :class:`~mimtl.data.TolerantDataset`'s failure reason.
     """
 
     def __init__(

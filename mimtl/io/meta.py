@@ -4,8 +4,9 @@ MONAI's readers each describe an image in their own words: ``PILReader`` gives n
 spacing, ``NibabelReader`` gives the whole NIfTI header, :class:`~mimtl.io.DicomXrayReader`
 gives the DICOM attributes that shaped the intensities. Code downstream (spacing-aware
 transforms, reports, datalist validation) should not care which reader ran, so this module
-defines the shared keys (:data:`STANDARD_META_KEYS`), a transform pair that fills them whatever
-produced the image (:class:`StandardizeImageMeta`, :class:`StandardizeImageMetad`), a small
+defines the shared keys (:data:`STANDARD_META_KEYS`), the function that fills them whatever
+produced the image (:func:`standardize_meta`; its transform twins are
+``mimtl.transforms.StandardizeImageMeta(d)``), a small
 SimpleITK reader for MetaImage/NRRD (MONAI's ``ITKReader`` needs the ``itk`` package, which mimtl
 does not depend on) and :func:`load_image`, the one-call loader for pipeline users.
 """
@@ -16,16 +17,16 @@ import errno
 import functools
 import math
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 import torch
-from monai.config import KeysCollection, PathLike
+from monai.config import PathLike
 from monai.data import ImageReader, MetaTensor
 from monai.data.utils import affine_to_spacing, is_supported_format, orientation_ras_lps
-from monai.transforms import LoadImage, MapTransform, Transform
+from monai.transforms import LoadImage
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 
 __all__ = [
@@ -35,15 +36,14 @@ __all__ = [
     "STANDARD_META_KEYS",
     "SPACING_UNKNOWN",
     "SimpleITKReader",
-    "StandardizeImageMeta",
-    "StandardizeImageMetad",
     "load_image",
+    "standardize_meta",
 ]
 
 #: Value of ``spacing_source`` when the file records no physical pixel size.
 SPACING_UNKNOWN = "unknown"
 
-#: Keys every image loaded through :func:`load_image` / :class:`StandardizeImageMeta` carries.
+#: Keys every image loaded through :func:`load_image` / ``StandardizeImageMeta`` carries.
 STANDARD_META_KEYS: tuple[str, ...] = (
     "filename_or_obj",
     "spatial_shape",
@@ -187,79 +187,25 @@ def _standardize(img: Any, meta: dict) -> dict:
     return meta
 
 
-class StandardizeImageMeta(Transform):
-    """Give a loaded image the mimtl metadata keys, whichever reader loaded it.
+def standardize_meta(img: Any, meta: dict, prune: bool = False) -> dict:
+    """Fill the :data:`STANDARD_META_KEYS` of ``meta`` in place, whichever reader produced it.
 
-    Fills ``spacing`` (mm, array axis order, from the current affine), ``spacing_known`` (False
-    for PNG/JPEG and other formats without a physical pixel size, whose spacing is then 1.0),
-    ``spacing_source``, and the other :data:`STANDARD_META_KEYS` with neutral values when the
-    format has no such notion (``modality=""``, ``window=[nan, nan]``). Values a reader already
-    set (e.g. :class:`~mimtl.io.DicomXrayReader`'s ``spacing_source``) are kept.
+    The rules behind :class:`~mimtl.transforms.StandardizeImageMeta` (the transform twins live in
+    ``mimtl.transforms``; this function is what :func:`load_image` calls).
 
     Args:
-        prune: drop every other metadata key (reader headers), so that images read from different
-            formats carry identical key sets and can be collated into one batch. A ``space``
-            marker saying the affine is LPS is kept (RAS, MONAI's default, is dropped).
+        img: the image (a MetaTensor's affine is preferred to ``meta["affine"]``).
+        meta: its metadata dict, updated in place and returned.
+        prune: drop every other key; a ``space`` marker saying the affine is LPS is kept (RAS,
+            MONAI's default reading of an affine, carries no meaning and is dropped).
     """
-
-    def __init__(self, prune: bool = False) -> None:
-        self.prune = prune
-
-    def __call__(self, img: Any, meta_dict: dict | None = None) -> Any:
-        """Standardize the metadata of ``img``.
-
-        Args:
-            img: a MetaTensor (its ``meta`` is updated in place and it is returned), or an
-                array/tensor together with ``meta_dict``.
-            meta_dict: the metadata dict of a plain array/tensor; updated in place.
-
-        Raises:
-            ValueError: when ``img`` is not a MetaTensor and no ``meta_dict`` is given.
-        """
-        if isinstance(img, MetaTensor):
-            meta = img.meta
-        elif meta_dict is not None:
-            meta = meta_dict
-        else:
-            raise ValueError("StandardizeImageMeta needs a MetaTensor, or a tensor/array with its meta_dict.")
-        _standardize(img, meta)
-        if self.prune:
-            # RAS is MONAI's default reading of an affine, so only an LPS marker carries meaning
-            lps = f"{meta.get(MetaKeys.SPACE, '')}" == SpaceKeys.LPS
-            keep = set(STANDARD_META_KEYS) | ({MetaKeys.SPACE} if lps else set())
-            for key in [k for k in meta if k not in keep]:
-                del meta[key]
-        return img
-
-
-class StandardizeImageMetad(MapTransform):
-    """Dictionary-based wrapper of :class:`StandardizeImageMeta`.
-
-    Args:
-        keys: keys of the images to standardize.
-        prune: see :class:`StandardizeImageMeta`.
-        meta_key_postfix: for items that are not MetaTensors, the metadata is read from
-            ``f"{key}_{meta_key_postfix}"`` (MONAI's legacy layout).
-        allow_missing_keys: don't raise when a key is absent.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        prune: bool = False,
-        meta_key_postfix: str = "meta_dict",
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.standardizer = StandardizeImageMeta(prune=prune)
-        self.meta_key_postfix = meta_key_postfix
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            meta = None if isinstance(d[key], MetaTensor) else d.get(f"{key}_{self.meta_key_postfix}")
-            d[key] = self.standardizer(d[key], meta_dict=meta)
-        return d
+    _standardize(img, meta)
+    if prune:
+        lps = f"{meta.get(MetaKeys.SPACE, '')}" == SpaceKeys.LPS
+        keep = set(STANDARD_META_KEYS) | ({MetaKeys.SPACE} if lps else set())
+        for key in [k for k in meta if k not in keep]:
+            del meta[key]
+    return meta
 
 
 class SimpleITKReader(ImageReader):
@@ -368,6 +314,12 @@ class SimpleITKReader(ImageReader):
 
 
 def _make_loader(reader: Any, dtype: Any, reader_kwargs: Mapping[str, Any]) -> LoadImage:
+    from mimtl.io import readers  # readers.py imports this module
+
+    if reader is None:
+        reader = readers.MedicalImageReader
+    elif isinstance(reader, str) and reader in readers.READERS_BY_NAME:  # short names without a global table
+        reader = readers.READERS_BY_NAME[reader]
     return LoadImage(reader=reader, image_only=True, dtype=dtype, ensure_channel_first=True, **reader_kwargs)
 
 
@@ -389,14 +341,15 @@ def load_image(
     """Load an image channel-first with the mimtl metadata keys.
 
     Equivalent to ``LoadImage(reader, ensure_channel_first=True)`` followed by
-    :class:`StandardizeImageMeta`: a 2D grayscale radiograph comes back as ``(1, X, Y)``, a
+    :func:`standardize_meta`: a 2D grayscale radiograph comes back as ``(1, X, Y)``, a
     NIfTI volume as ``(1, X, Y, Z)``. DICOM files go through
     :class:`~mimtl.io.DicomXrayReader` (float32, bright=dense, [0, 1] by default).
 
     Args:
         path: an image file (or a list of files to stack as channels, or a DICOM series folder).
-        reader: a reader name (``"DicomXrayReader"``), dotted path, class or instance; None picks
-            one from the file name like ``LoadImage`` does.
+        reader: a reader class, instance, dotted path, or the short name of a mimtl reader
+            (``"DicomXrayReader"``); None uses :class:`~mimtl.io.MedicalImageReader`, which picks
+            one by file name and content.
         dtype: output data type (None keeps the reader's).
         prune_meta: keep only :data:`STANDARD_META_KEYS` in the metadata.
         reader_kwargs: passed to the reader's constructor (e.g. ``normalize=False``).
@@ -423,4 +376,5 @@ def load_image(
         why = found.group(2).strip() if found else "no registered reader could read it"
         why = why[len(first) + 2 :] if why.startswith(f"{first}: ") else why
         raise ImageReadError(first, why) from e
-    return StandardizeImageMeta(prune=prune_meta)(img)
+    standardize_meta(img, img.meta, prune=prune_meta)
+    return img

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mimtl.transforms.heatmaps import DECODE_METHODS, LandmarkDecoder, decode_heatmaps
 from mimtl.transforms.image import (
     COLOR_MODES,
     LUMINANCE_WEIGHTS,
@@ -12,9 +13,16 @@ from mimtl.transforms.image import (
     ImageFormatError,
 )
 from mimtl.transforms.landmarks import OUTSIDE_MODES, DecodeLandmarksd, LandmarksToWorldd, SetPixelSpacingd, as_points
+from mimtl.transforms.meta import (
+    StandardizeImageMeta,
+    StandardizeImageMetaD,
+    StandardizeImageMetad,
+    StandardizeImageMetaDict,
+)
 
 __all__ = [
     "COLOR_MODES",
+    "DECODE_METHODS",
     "DecodeLandmarksd",
     "EnsureGrayscale",
     "EnsureGrayscaleD",
@@ -22,8 +30,14 @@ __all__ = [
     "EnsureGrayscaled",
     "ImageFormatError",
     "LUMINANCE_WEIGHTS",
+    "LandmarkDecoder",
     "LandmarksToWorldd",
     "OUTSIDE_MODES",
     "SetPixelSpacingd",
+    "StandardizeImageMeta",
+    "StandardizeImageMetaD",
+    "StandardizeImageMetaDict",
+    "StandardizeImageMetad",
     "as_points",
+    "decode_heatmaps",
 ]

@@ -37,8 +37,8 @@ from monai.transforms import MapTransform
 from monai.transforms.utils import apply_affine_to_points
 from monai.utils import ImageMetaKey
 
-from mimtl.inferers.landmarks import LandmarkDecoder
-from mimtl.io.validate import DataValidationError
+from mimtl.transforms.heatmaps import LandmarkDecoder
+from mimtl.errors import DataValidationError
 
 __all__ = [
     "OUTSIDE_MODES",
@@ -153,7 +153,7 @@ class SetPixelSpacingd(MapTransform):
     pixdim); when that is unknown too, ``default`` is used if given (a data set whose films share
     a known spacing their files do not carry, such as the ISBI 2015 BMPs at 0.1 mm), else
     ``spacing_known`` is False and results are in pixels.
-    Run :class:`~mimtl.io.StandardizeImageMetad` first.
+    Run :class:`~mimtl.transforms.StandardizeImageMetad` first.
 
     Args:
         keys: image keys.
@@ -223,7 +223,7 @@ class DecodeLandmarksd(MapTransform):
         image_key: the network input (MetaTensor whose affine maps its grid to world and whose
             ``original_affine`` maps the file's grid to world).
         label_key: key of the ground-truth points in the network grid, or None.
-        method: ``"soft_argmax"``, ``"argmax"`` or ``"blob"`` (see :class:`~mimtl.inferers.LandmarkDecoder`).
+        method: ``"soft_argmax"``, ``"argmax"`` or ``"blob"`` (see :class:`~mimtl.transforms.LandmarkDecoder`).
         sigma: heatmap sigma in network pixels (soft-argmax window).
         activation: ``"sigmoid"`` for heatmaps trained as logits (disc cross-entropy), else None.
         prefix: prefix of the prediction outputs.

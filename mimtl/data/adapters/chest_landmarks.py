@@ -50,8 +50,8 @@ from typing import Any
 
 from PIL import Image
 
-from mimtl.io.adapters._common import check_fraction, empty_datalist, find_dir, name_list, require_dir, seeded_split
-from mimtl.io.validate import DataValidationError
+from mimtl.data.adapters._common import check_fraction, empty_datalist, find_dir, name_list, require_dir, seeded_split
+from mimtl.data.validate import DataValidationError
 
 __all__ = [
     "SHENZHEN_LANDMARKS_EXCLUDED",

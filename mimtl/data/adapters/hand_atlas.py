@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mimtl.io.adapters._common import (
+from mimtl.data.adapters._common import (
     check_fraction,
     empty_datalist,
     find_dir,
@@ -30,7 +30,7 @@ from mimtl.io.adapters._common import (
     require_dir,
     seeded_split,
 )
-from mimtl.io.validate import DataValidationError
+from mimtl.data.validate import DataValidationError
 
 __all__ = ["HAND_ATLAS_NUM_LANDMARKS", "HAND_WRIST_DISTANCE_MM", "hand_atlas_datalist"]
 

@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mimtl.io.adapters._common import (
+from mimtl.data.adapters._common import (
     check_fraction,
     empty_datalist,
     find_dir,
@@ -38,7 +38,7 @@ from mimtl.io.adapters._common import (
     require_dir,
     seeded_split,
 )
-from mimtl.io.validate import DataValidationError
+from mimtl.data.validate import DataValidationError
 
 __all__ = ["BRATS_GRADES", "BRATS_MODALITIES", "brats_datalist"]
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mimtl.io.adapters._common import (
+from mimtl.data.adapters._common import (
     check_fraction,
     empty_datalist,
     find_dir,
@@ -33,7 +33,7 @@ from mimtl.io.adapters._common import (
     require_dir,
     seeded_split,
 )
-from mimtl.io.validate import DataValidationError
+from mimtl.data.validate import DataValidationError
 
 __all__ = [
     "CHEXPERT_COMPETITION_LABELS",

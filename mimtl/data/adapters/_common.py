@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mimtl.io.validate import DataValidationError
+from mimtl.data.validate import DataValidationError
 
 __all__ = [
     "MAX_LISTED",
@@ -278,7 +278,7 @@ def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path
 
     Every absolute path string inside the list entries (``image``, ``label``, lists of paths,
     nested dicts) is made relative to the folder of ``path``, so the data set and its datalist
-    can move together; :func:`mimtl.io.datalist.load_datalist` and MONAI's
+    can move together; :func:`mimtl.data.datalist.load_datalist` and MONAI's
     ``load_decathlon_datalist`` resolve them against that folder again. Non-finite numbers (a
     missing landmark's NaN) are written as ``null``. The file is written to a temporary file
     in the same folder and renamed over ``path``, so a reader never sees half a file.

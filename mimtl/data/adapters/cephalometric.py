@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mimtl.io.adapters._common import empty_datalist, find_dir, require_dir
-from mimtl.io.validate import DataValidationError
+from mimtl.data.adapters._common import empty_datalist, find_dir, require_dir
+from mimtl.data.validate import DataValidationError
 
 __all__ = ["ANNOTATORS", "ISBI2015_LANDMARKS", "ISBI2015_SUBSETS", "isbi2015_ceph_datalist", "read_landmark_txt"]
 

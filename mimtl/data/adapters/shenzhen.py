@@ -22,8 +22,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mimtl.io.adapters._common import check_fraction, empty_datalist, find_dir, require_dir, seeded_split
-from mimtl.io.validate import DataValidationError
+from mimtl.data.adapters._common import check_fraction, empty_datalist, find_dir, require_dir, seeded_split
+from mimtl.data.validate import DataValidationError
 
 __all__ = ["SHENZHEN_CLASSES", "read_clinical_reading", "shenzhen_datalist"]
 

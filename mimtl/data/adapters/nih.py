@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mimtl.io.adapters._common import (
+from mimtl.data.adapters._common import (
     check_fraction,
     empty_datalist,
     find_file,
@@ -36,7 +36,7 @@ from mimtl.io.adapters._common import (
     require_dir,
     seeded_split,
 )
-from mimtl.io.validate import DataValidationError
+from mimtl.data.validate import DataValidationError
 
 __all__ = ["NIH_CSV_NAMES", "NIH_LABELS", "nih_chestxray14_datalist"]
 

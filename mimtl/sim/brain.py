@@ -1,7 +1,7 @@
 """Brain tumour grading demo data: BraTS-like multi-sequence MRI built from the MNI152 template.
 
 Every case is a distinct synthetic "patient": the MNI152 2009 grey/white-matter maps (fetched
-from the nilearn wheel by :func:`mimtl.io.sources.fetch`) are warped by a small random affine
+from the nilearn wheel by :func:`mimtl.sim.sources.fetch`) are warped by a small random affine
 and a smooth elastic deformation, four BraTS sequences (FLAIR, T1, T1ce, T2) are synthesised
 from the warped tissue maps, and a simulated glioma of one of two grades is grown into them:
 
@@ -39,8 +39,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from mimtl.io.demo.sheet import contact_sheet
-from mimtl.io.sources import fetch
+from mimtl.sim.sheet import contact_sheet
+from mimtl.sim.sources import fetch
 
 __all__ = [
     "BRAIN_LABELS",

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mimtl.io import drr
-from mimtl.io.demo.sheet import contact_sheet
+from mimtl.sim import drr
+from mimtl.sim.sheet import contact_sheet
 
 __all__ = [
     "CHEXPERT_COLUMNS",

@@ -1,0 +1,34 @@
+"""Data for training and inference: datalists, the tolerant dataset, up-front validation.
+
+Public data-set adapters are in :mod:`mimtl.data.adapters` (imported on demand, not here).
+"""
+
+from __future__ import annotations
+
+from mimtl.data.datalist import (
+    IMAGE_SUFFIXES,
+    ON_ERROR,
+    check_labels,
+    datalist_labels,
+    list_images,
+    load_datalist,
+    subsample,
+)
+from mimtl.data.dataset import ERROR_KEY, TolerantDataset, error_reason
+from mimtl.data.validate import DataValidationError, check_image_file, validate_datalist
+
+__all__ = [
+    "DataValidationError",
+    "ERROR_KEY",
+    "IMAGE_SUFFIXES",
+    "ON_ERROR",
+    "TolerantDataset",
+    "check_image_file",
+    "check_labels",
+    "datalist_labels",
+    "error_reason",
+    "list_images",
+    "load_datalist",
+    "subsample",
+    "validate_datalist",
+]

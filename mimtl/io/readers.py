@@ -1,0 +1,161 @@
+"""One MONAI ``ImageReader`` for every format mimtl reads, named by configs, and an opt-in registration.
+
+MONAI's ``LoadImage`` picks a reader from its global table ``SUPPORTED_READERS`` when none is
+given. mimtl does not change that table on import: a config names the reader it wants,
+
+.. code-block:: yaml
+
+    - {_target_: LoadImaged, keys: image, reader: mimtl.io.MedicalImageReader, ensure_channel_first: true}
+
+and :class:`MedicalImageReader` sends each file to the reader for its format: DICOM (by suffix,
+or the 'DICM' marker of a file without one) to :class:`~mimtl.io.DicomXrayReader`, raw JSRT
+``.IMG`` to :class:`~mimtl.io.JSRTReader`, MetaImage/NRRD to :class:`~mimtl.io.SimpleITKReader`,
+NIfTI to MONAI's ``NibabelReader``, PNG/JPEG/BMP/TIFF to ``PILReader``, ``.npy``/``.npz`` to
+``NumpyReader`` and anything else (a DICOM series folder) to ``PydicomReader``.
+
+Users who call ``LoadImage()`` bare and want the same choice can opt in once with
+:func:`register_readers`, which edits MONAI's table.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from monai.config import PathLike
+from monai.data import ImageReader, NibabelReader, NumpyReader, PILReader, PydicomReader
+from monai.transforms.io.array import SUPPORTED_READERS
+from monai.utils import optional_import
+
+from mimtl.io.dicom import DicomXrayReader
+from mimtl.io.jsrt import JSRTReader
+from mimtl.io.meta import SimpleITKReader
+
+__all__ = ["FORMAT_READERS", "READERS_BY_NAME", "MedicalImageReader", "register_readers"]
+
+#: The readers :class:`MedicalImageReader` dispatches to, in the order their claims are checked.
+#: DICOM first (a DICOM file may have any suffix), NIfTI with MONAI's usual reader (SimpleITK
+#: reads it too), MONAI's ``PydicomReader`` (which claims any name, e.g. a series folder) last.
+FORMAT_READERS: tuple[type[ImageReader], ...] = (
+    DicomXrayReader,
+    JSRTReader,
+    NibabelReader,
+    SimpleITKReader,
+    PILReader,
+    NumpyReader,
+    PydicomReader,
+)
+
+
+def _accepted(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``kwargs`` that ``cls.__init__`` names (``**kwargs`` catch-alls don't count:
+    ``PILReader`` passes them to ``Image.open``, where a DICOM option would fail)."""
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in kwargs.items() if k in params and params[k].kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+class MedicalImageReader(ImageReader):
+    """Read DICOM radiographs, JSRT raw, NIfTI, MetaImage/NRRD, PNG/JPEG and NumPy files.
+
+    Each file goes to the first of :data:`FORMAT_READERS` that claims it (``verify_suffix``);
+    that reader's errors (an :class:`~mimtl.io.ImageReadError` naming the file and the reason)
+    reach the caller unchanged. They are raised from :meth:`get_data`, not :meth:`read`: when a
+    named reader's ``read`` fails, ``LoadImage`` goes on to try every reader in MONAI's table,
+    and one of them could read a file ours refused with other semantics (MONAI's
+    ``PydicomReader`` reading a DICOM without mimtl's intensity conventions), or bury the reason
+    in a list of tracebacks.
+
+    Args:
+        kwargs: reader options (e.g. ``normalize=False`` for DICOM); each format's reader gets the
+            ones its constructor names.
+
+    Example::
+
+        LoadImaged(keys="image", reader=MedicalImageReader, ensure_channel_first=True)
+        LoadImaged(keys="image", reader=MedicalImageReader(normalize=False))
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__()
+        self.kwargs = kwargs
+        self._readers: dict[type, ImageReader] = {}
+
+    def _reader(self, cls: type[ImageReader]) -> ImageReader:
+        if cls not in self._readers:  # built on first use: most pipelines see one or two formats
+            self._readers[cls] = cls(**_accepted(cls, self.kwargs))
+        return self._readers[cls]
+
+    def reader_for(self, filename: Sequence[PathLike] | PathLike) -> ImageReader:
+        """The reader that handles ``filename`` (a file, a list of files, or a series folder)."""
+        for cls in FORMAT_READERS:
+            reader = self._reader(cls)
+            if reader.verify_suffix(filename):
+                return reader
+        return self._reader(PydicomReader)  # unreachable: PydicomReader claims every name
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        """True: every name goes to one of the format readers (a series folder to ``PydicomReader``)."""
+        return True
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> tuple[ImageReader, Any, Exception | None]:
+        """Read ``data`` with the reader of its format.
+
+        Returns:
+            that reader, its image object, and the error it raised (None when it read the file);
+            :meth:`get_data` raises the error (see the class docstring for why).
+        """
+        reader = self.reader_for(data)
+        try:
+            return reader, reader.read(data, **kwargs), None
+        except Exception as e:  # re-raised by get_data, unchanged
+            return reader, None, e
+
+    def get_data(self, img: tuple[ImageReader, Any, Exception | None]) -> tuple[Any, dict]:
+        """The array and metadata, from the reader that read ``img``.
+
+        Raises:
+            the format reader's own error, e.g. :class:`~mimtl.io.ImageReadError` naming the file.
+        """
+        reader, image, error = img
+        if error is not None:
+            raise error
+        return reader.get_data(image)
+
+
+def _insert_reader(key: str, reader: type[ImageReader], before: str | None = None) -> None:
+    """Put ``reader`` into ``SUPPORTED_READERS`` just before ``before`` (else last), in place.
+
+    ``LoadImage`` registers readers in this dict's order and, when choosing by file name, tries
+    them from last to first: later means higher priority. The dict is mutated rather than
+    replaced because MONAI modules hold references to it.
+    """
+    items = [(k, v) for k, v in SUPPORTED_READERS.items() if k != key]
+    keys = [k for k, _ in items]
+    index = keys.index(before) if before in keys else len(items)
+    items.insert(index, (key, reader))
+    SUPPORTED_READERS.clear()
+    SUPPORTED_READERS.update(items)
+
+
+def register_readers() -> None:
+    """Opt in: register mimtl's readers in MONAI's global ``SUPPORTED_READERS`` (idempotent).
+
+    Only for code that calls ``LoadImage()`` without a reader and wants mimtl's choice; configs
+    name :class:`MedicalImageReader` instead. Afterwards ``LoadImage(reader="DicomXrayReader")``
+    resolves by name, and automatic selection tries DicomXrayReader, JSRTReader, NibabelReader,
+    SimpleITKReader, then MONAI's own (PILReader, NumpyReader, ..., PydicomReader last).
+    """
+    _insert_reader("simpleitkreader", SimpleITKReader, before="nibabelreader")
+    _insert_reader("jsrtreader", JSRTReader)
+    _insert_reader("dicomxrayreader", DicomXrayReader)
+    # Without nvImageCodec, MONAI's NvImgCodecPydicomReader only falls back to plain pydicom and
+    # logs a warning each time a LoadImage is built (every transform chain, every worker).
+    if not optional_import("nvidia.nvimgcodec")[1]:
+        SUPPORTED_READERS.pop("nvimgcodecpydicomreader", None)
+
+
+#: mimtl's readers by class name, for :func:`~mimtl.io.load_image` (``reader="DicomXrayReader"``).
+READERS_BY_NAME: dict[str, type[ImageReader]] = {
+    cls.__name__: cls for cls in (MedicalImageReader, DicomXrayReader, JSRTReader, SimpleITKReader)
+}

