@@ -12,6 +12,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import FlexibleUNet
 from torch import nn
 
+import mimtl.bundle
 from mimtl.networks import (
     DenseNetEncoder,
     EfficientNetLiteEncoder,
@@ -128,34 +129,48 @@ def test_torchscript_round_trip(encoder):
 
 # ------------------------------------------------------------------------------------------------ ImageNet / scratch
 def test_imagenet_weights_are_the_packaged_ones():
-    scratch = HeatmapUNet(3, encoder_weights=None)
-    imagenet = HeatmapUNet(3, encoder_weights="imagenet")
+    scratch = HeatmapUNet(3, weights=None)
+    imagenet = HeatmapUNet(3, weights="imagenet")
     assert imagenet.encoder_init == "imagenet:efficientnet-lite0"
-    assert HeatmapUNet(3, encoder_weights="scratch").encoder_init == "scratch"
+    assert HeatmapUNet(3, weights="scratch").encoder_init == "scratch"
     reference = EfficientNetLiteEncoder("lite0", in_channels=1)
     load_efficientnet_lite_imagenet(reference, "lite0")
     _assert_same_state(imagenet.encoder, reference)
     assert not torch.equal(scratch.encoder.stem[1].weight, imagenet.encoder.stem[1].weight)
-    # the packaged file itself (efficientnet-pytorch names): matched by layer order, same tensors
-    from_file = HeatmapUNet(3, encoder_weights=get_efficientnet_lite_weights_path("lite0"))
-    assert "240/240 tensors by layer order" in from_file.encoder_init
+    # the packaged file itself (efficientnet-pytorch names): matched by name through the key map, same tensors
+    from_file = HeatmapUNet(3, weights=get_efficientnet_lite_weights_path("lite0"))
+    assert from_file.encoder_init.endswith("(240/240 tensors at top level)")
+    _assert_same_state(from_file.encoder, reference)
+    # pairing by layer order is an opt-in, and gives the same tensors here (num_batches_tracked aside)
+    by_position = HeatmapUNet(3, weights=get_efficientnet_lite_weights_path("lite0"), weights_match="position")
+    assert by_position.encoder_init.endswith("(240/240 tensors by position)")
     for k, v in reference.state_dict().items():
         if not k.endswith("num_batches_tracked"):
-            assert torch.equal(from_file.encoder.state_dict()[k], v), k
+            assert torch.equal(by_position.encoder.state_dict()[k], v), k
+
+
+def test_encoder_weights_is_a_deprecated_alias():
+    with pytest.warns(DeprecationWarning, match=r"encoder_weights=\.\.\.\) is deprecated: use weights="):
+        old = HeatmapUNet(3, encoder_weights="imagenet")
+    assert old.encoder_init == "imagenet:efficientnet-lite0"
+    with pytest.warns(DeprecationWarning):
+        assert HeatmapUNet(3, encoder_weights=None).encoder_init == "scratch"
+    with pytest.raises(TypeError, match="not both"):
+        HeatmapUNet(3, weights="imagenet", encoder_weights=None)
 
 
 def test_imagenet_refused_without_offline_weights():
     with pytest.raises(ValueError, match="state-dict file"):
-        HeatmapUNet(3, encoder="resnet18", encoder_weights="imagenet")
+        HeatmapUNet(3, encoder="resnet18", weights="imagenet")
     with pytest.raises(ValueError, match="state-dict file"):
-        HeatmapUNet(3, encoder="densenet121", encoder_weights="imagenet")
+        HeatmapUNet(3, encoder="densenet121", weights="imagenet")
 
 
 # ------------------------------------------------------------------------------------------------ in-domain transfer
 @pytest.mark.skipif(not CLS_CKPT.is_file(), reason="classification bundle weights not present")
 def test_encoder_from_classification_bundle_checkpoint():
     ckpt = torch.load(CLS_CKPT, map_location="cpu", weights_only=True)
-    net = HeatmapUNet(3, encoder="efficientnet-lite0", in_channels=1, encoder_weights=str(CLS_CKPT))
+    net = HeatmapUNet(3, encoder="efficientnet-lite0", in_channels=1, weights=str(CLS_CKPT))
     assert net.encoder_init == f"file:{CLS_CKPT} (240/240 tensors under 'backbone.net.')"
     enc = net.encoder.state_dict()
     # RGB stem behind the color module, summed for the gray input
@@ -164,9 +179,11 @@ def test_encoder_from_classification_bundle_checkpoint():
     for key in ["stem.2.running_var", "stages.3.1.dw_conv.weight", "stages.6.0.project_norm.bias",
                 "stages.5.3.expand.1.num_batches_tracked"]:  # fmt: skip
         assert torch.equal(enc[key], ckpt["backbone.net." + key]), key
-    # the same through the bundle name
-    by_name = HeatmapUNet(3, in_channels=1, encoder_weights="bundle:xray_color_classification")
+    # the same through the bundle name, resolved by mimtl.bundle (networks do not resolve bundles)
+    by_name = HeatmapUNet(3, in_channels=1, weights=mimtl.bundle.weights_path("bundle:xray_color_classification"))
     _assert_same_state(by_name.encoder, net.encoder)
+    with pytest.raises(ValueError, match=re.escape("mimtl.bundle.weights_path('bundle:xray_color_classification')")):
+        HeatmapUNet(3, in_channels=1, weights="bundle:xray_color_classification")
 
 
 @pytest.mark.parametrize("wrap", ["bare", "model", "network", "module"])
@@ -179,9 +196,9 @@ def test_encoder_from_heatmap_unet_checkpoint(tmp_path, wrap):
         state = {wrap: state, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}
     path = tmp_path / "model.pt"
     torch.save(state, path)
-    dst = HeatmapUNet(2, encoder="resnet18", in_channels=1, encoder_weights=path)
-    prefix = "module.net.encoder." if wrap == "module" else "net.encoder."
-    assert dst.encoder_init == f"file:{path} (100/100 tensors under {prefix!r})"
+    dst = HeatmapUNet(2, encoder="resnet18", in_channels=1, weights=path)
+    # the DataParallel "module." prefix is removed when the file is read
+    assert dst.encoder_init == f"file:{path} (100/100 tensors under 'net.encoder.')"
     _assert_same_state(dst.encoder, src.encoder)  # num_batches_tracked included
     assert not torch.equal(
         dst.decoder.blocks[0].convs.conv_0.conv.weight, src.decoder.blocks[0].convs.conv_0.conv.weight
@@ -193,7 +210,7 @@ def test_partial_match_warns_and_loads(tmp_path):
     state = {k: v for k, v in src.state_dict().items() if not k.startswith("net.encoder.stages.6.")}
     torch.save(state, tmp_path / "partial.pt")
     with pytest.warns(UserWarning, match=r"15 of the 240 tensors .* stages\.6\.0"):
-        dst = HeatmapUNet(2, encoder_weights=tmp_path / "partial.pt")
+        dst = HeatmapUNet(2, weights=tmp_path / "partial.pt")
     assert "225/240" in dst.encoder_init
     assert torch.equal(dst.encoder.stages[5][0].dw_conv.weight, src.encoder.stages[5][0].dw_conv.weight)
 
@@ -207,8 +224,8 @@ def test_torchvision_resnet18_file(tmp_path):
     assert tuple(tv["fc.weight"].shape) == (1000, 512)
     path = tmp_path / "resnet18-f37072fd.pth"
     torch.save(tv, path)
-    gray = HeatmapUNet(3, encoder="resnet18", in_channels=1, encoder_weights=str(path)).eval()
-    rgb = HeatmapUNet(3, encoder="resnet18", in_channels=3, encoder_weights=str(path)).eval()
+    gray = HeatmapUNet(3, encoder="resnet18", in_channels=1, weights=str(path)).eval()
+    rgb = HeatmapUNet(3, encoder="resnet18", in_channels=3, weights=str(path)).eval()
     assert gray.encoder_init == f"file:{path} (100/100 tensors at top level)"
     assert torch.equal(rgb.encoder.layer4[1].bn2.running_mean, tv["layer4.1.bn2.running_mean"])
     torch.testing.assert_close(gray.encoder.conv1.weight, tv["conv1.weight"].sum(1, keepdim=True), atol=0, rtol=0)
@@ -232,7 +249,7 @@ def test_torchvision_densenet121_file(tmp_path):
         tv[key] = value
     assert tuple(tv["features.denseblock2.denselayer3.norm1.weight"].shape) == (192,)
     torch.save({"state_dict": tv}, tmp_path / "densenet121.pth")
-    net = HeatmapUNet(3, encoder="densenet121", in_channels=1, encoder_weights=tmp_path / "densenet121.pth")
+    net = HeatmapUNet(3, encoder="densenet121", in_channels=1, weights=tmp_path / "densenet121.pth")
     assert "(604/604 tensors at top level)" in net.encoder_init
     enc = net.encoder.state_dict()
     ref = src.net.state_dict()
@@ -245,20 +262,20 @@ def test_torchvision_densenet121_file(tmp_path):
 def test_wrong_files_are_refused_naming_the_file(tmp_path):
     random = tmp_path / "random_tensors.pt"
     torch.save({"a.weight": torch.randn(3, 3), "b.bias": torch.randn(7)}, random)
-    with pytest.raises(ValueError, match=r"random_tensors\.pt.*0/240 .*Unmatched encoder keys: stem\.1\.weight"):
-        HeatmapUNet(3, encoder_weights=random)
+    with pytest.raises(ValueError, match=r"random_tensors\.pt.*0/240 .*missing keys: stem\.1\.weight"):
+        HeatmapUNet(3, weights=random)
     # a real checkpoint, but of another encoder
     other = tmp_path / "lite0_unet.pt"
     torch.save(HeatmapUNet(3).state_dict(), other)
-    with pytest.raises(ValueError, match=r"resnet18 encoder from .*lite0_unet\.pt.*0/100"):
-        HeatmapUNet(3, encoder="resnet18", encoder_weights=other)
+    with pytest.raises(ValueError, match=r"lite0_unet\.pt' into the resnet18 encoder: 0/100"):
+        HeatmapUNet(3, encoder="resnet18", weights=other)
     not_torch = tmp_path / "notes.txt"
     not_torch.write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"notes\.txt"):
-        HeatmapUNet(3, encoder_weights=not_torch)
+        HeatmapUNet(3, weights=not_torch)
     no_state = tmp_path / "no_state.pt"
     torch.save({"epoch": 3, "lr": 0.1}, no_state)
     with pytest.raises(ValueError, match=r"no_state\.pt.*holds no state dict"):
-        HeatmapUNet(3, encoder_weights=no_state)
+        HeatmapUNet(3, weights=no_state)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        HeatmapUNet(3, encoder_weights=str(tmp_path / "missing.pth"))
+        HeatmapUNet(3, weights=str(tmp_path / "missing.pth"))

@@ -9,6 +9,7 @@ from mimtl.bundle.bundle import (
     list_bundles,
     load_bundle,
     load_checkpoint,
+    weights_path,
 )
 from mimtl.bundle.export import export_bundle
 from mimtl.bundle.overrides import ConfigKeyError, check_override_keys, parse_overrides
@@ -34,4 +35,5 @@ __all__ = [
     "load_checkpoint",
     "parse_overrides",
     "verify_bundle",
+    "weights_path",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "network_key",
     "root_cause",
     "read_checkpoint",
+    "weights_path",
 ]
 
 BUNDLE_PATH_ENV = "MIMTL_BUNDLE_PATH"
@@ -111,39 +112,58 @@ def network_key(ckpt: Mapping, path: str | os.PathLike = "checkpoint", key: str 
     """The entry of a checkpoint that holds the network's state dict, or None for a bare state dict.
 
     MONAI's CheckpointSaver writes a bare state dict for one object and a dict of state dicts
-    for several (``{"model": ..., "optimizer": ...}``); then ``key`` (default ``"model"`` or
-    the only entry) is taken.
+    for several (``{"model": ..., "optimizer": ...}``); then ``key`` (default ``"model"``, the
+    other usual names, or the only entry) is taken. The rule is the one every network's weights
+    go through: :func:`mimtl.networks.pretrained.state_dict_key`.
+
+    Raises:
+        BundleError: no entry, or several candidate entries, hold the network.
     """
-    nested = [k for k, v in ckpt.items() if isinstance(v, Mapping)]
-    if key is None and len(nested) < len(ckpt):
-        return None
-    key = key or ("model" if "model" in nested else nested[0] if len(nested) == 1 else None)
-    if key not in nested:
-        raise BundleError(f"Checkpoint '{path}' has entries {sorted(ckpt)}; say which holds the network.")
-    return key
+    from mimtl.networks.pretrained import WeightsError, state_dict_key
+
+    try:
+        return state_dict_key(ckpt, path, key)
+    except WeightsError as e:
+        raise BundleError(str(e)) from e
 
 
 def read_checkpoint(path: str | os.PathLike) -> Mapping:
-    """``torch.load`` with ``weights_only=True`` (never runs pickled code) and clear errors."""
-    import torch
+    """``torch.load`` with ``weights_only=True`` (never runs pickled code) and clear errors.
+
+    Reads through :func:`mimtl.networks.pretrained.load_weights_file`, as network weights are read.
+
+    Raises:
+        BundleError: the file does not exist, cannot be read as weights, or holds no mapping.
+    """
+    from mimtl.networks.pretrained import WeightsError, load_weights_file
 
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"Checkpoint '{path}' does not exist.")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, pickle with code in it, not a torch file...
-        raise BundleError(f"Checkpoint '{path}' cannot be loaded as weights: {e}") from e
+        ckpt = load_weights_file(path)
+    except WeightsError as e:  # truncated file, pickle with code in it, not a torch file...
+        raise BundleError(f"Checkpoint '{path}': {e}") from e
     if not isinstance(ckpt, Mapping):
         raise BundleError(f"Checkpoint '{path}' holds a {type(ckpt).__name__}, not a state dict.")
     return ckpt
 
 
 def load_checkpoint(path: str | os.PathLike, key: str | None = None) -> dict[str, Any]:
-    """The network state dict in a checkpoint (see :func:`network_key`)."""
+    """The network state dict in a checkpoint (see :func:`network_key`), its tensors without a ``module.`` prefix.
+
+    Unwrapped by :func:`mimtl.networks.pretrained.read_state_dict`, the function every network's weights go through.
+
+    Raises:
+        BundleError: unreadable file, or no (unambiguous) state dict in it.
+    """
+    from mimtl.networks.pretrained import WeightsError, read_state_dict
+
     ckpt = read_checkpoint(path)
-    key = network_key(ckpt, path, key)
-    return dict(ckpt if key is None else ckpt[key])
+    try:
+        return read_state_dict(ckpt, key=key, source=str(path))
+    except WeightsError as e:
+        raise BundleError(str(e)) from e
 
 
 @dataclass
@@ -291,6 +311,41 @@ class Bundle:
         net = self.parser(config).get_parsed_content("network_def", instantiate=True)
         net.load_state_dict(load_checkpoint(weights))
         return net.to(device).eval()
+
+
+def weights_path(spec: Any) -> Any:
+    """Resolve ``"bundle:NAME"`` to that bundle's ``models/model.pt``; pass every other value through unchanged.
+
+    Networks take ``weights: None | "imagenet" | <path>`` and do not resolve bundles (networks do not import
+    :mod:`mimtl.bundle`); a config turns a bundle name into a path with this function::
+
+        encoder_weights: bundle:xray_color_classification   # or imagenet, null, a path
+        network_def:
+          _target_: mimtl.networks.HeatmapUNet
+          weights: {_target_: mimtl.bundle.weights_path, spec: '@encoder_weights'}
+
+    Args:
+        spec: ``"bundle:NAME"`` (``NAME`` a bundle name on :func:`bundle_search_path` or a bundle folder), or any
+            other weights value (``None``, ``"imagenet"``, a path), returned as is.
+
+    Returns:
+        The path of ``models/model.pt`` as a string, or ``spec``.
+
+    Raises:
+        BundleError: no bundle ``NAME``, or it ships no ``models/model.pt``.
+    """
+    if not (isinstance(spec, str) and spec.startswith("bundle:")):
+        return spec
+    name = spec[len("bundle:") :].strip()
+    if not name:
+        raise BundleError(f"{spec!r} names no bundle: write 'bundle:NAME'.")
+    bundle = Bundle(find_bundle(name))
+    if not bundle.has_weights:
+        raise BundleError(
+            f"Bundle '{bundle.name}' ({spec!r}) has no trained weights: {bundle.weights_path} does not exist. "
+            f"Train it first (mimtl run {bundle.name} train) or give a weights file."
+        )
+    return str(bundle.weights_path)
 
 
 def load_bundle(name_or_path: str | os.PathLike) -> Bundle:

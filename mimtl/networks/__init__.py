@@ -1,5 +1,8 @@
 """Network architectures (one module per architecture) and their offline pretrained weights.
 
+Every network takes its initial weights as ``weights: None | "imagenet" | <path>`` and loads them through
+:mod:`mimtl.networks.pretrained` (:func:`load_pretrained`, :func:`adapt_input_conv`, a key map per network).
+
 Importing this package registers ``"efficientnet-lite0"`` ... ``"efficientnet-lite4"`` as MONAI ``FlexibleUNet``
 backbones. Classification: :func:`create_backbone` (uniform backbone interface, torchvision/timm weight files),
 color modules (:func:`color_module`) and :class:`ColorizedClassifier` (Morra et al., ICPR 2020).
@@ -29,6 +32,7 @@ from mimtl.networks.color import (
     color_module,
     icnr_,
 )
+from mimtl.networks.pretrained import LoadResult, WeightsError, adapt_input_conv, load_pretrained, read_state_dict
 from mimtl.networks.efficientnet_lite import (
     EFFICIENTNET_LITE_PARAMS,
     IMAGENET_LITE_MEAN,
@@ -40,10 +44,11 @@ from mimtl.networks.efficientnet_lite import (
     efficientnet_lite2,
     efficientnet_lite3,
     efficientnet_lite4,
+    efficientnet_lite_key_map,
     get_efficientnet_lite_image_size,
 )
 from mimtl.networks.weights import get_efficientnet_lite_weights_path, load_efficientnet_lite_imagenet
-from mimtl.networks.densenet_encoder import DENSENET_CONFIGS, DenseNetEncoder
+from mimtl.networks.densenet_encoder import DENSENET_CONFIGS, DenseNetEncoder, torchvision_densenet_key
 from mimtl.networks.heatmap_unet import ENCODER_MIN_MATCH, HeatmapUNet, ImageNetResNetEncoder, load_encoder_weights
 
 __all__ = [
@@ -85,4 +90,11 @@ __all__ = [
     "HeatmapUNet",
     "ImageNetResNetEncoder",
     "load_encoder_weights",
+    "LoadResult",
+    "WeightsError",
+    "adapt_input_conv",
+    "efficientnet_lite_key_map",
+    "load_pretrained",
+    "read_state_dict",
+    "torchvision_densenet_key",
 ]

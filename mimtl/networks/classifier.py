@@ -10,7 +10,7 @@ frozen while the color module and the new classifier train, then everything is f
     model.unfreeze("backbone")      # stage 2: fine-tune everything
 
     # transfer a learned color module to another backbone/dataset, keeping it fixed
-    other = ColorizedClassifier("deconv", "resnet18", backbone_weights="resnet18-f37072fd.pth",
+    other = ColorizedClassifier("deconv", "resnet18", weights="resnet18-f37072fd.pth",
                                 color_weights="runs/deconv_lite0/model.pt", freeze_color=True)
 
 Inputs: the X-ray normalised as ``(x01 - XRAY_MEAN) / XRAY_STD`` with ``x01`` in [0, 1]
@@ -25,8 +25,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mimtl.networks.backbones import IMAGENET_BACKBONES, _canonical_name, _read_state_dict, create_backbone
+from mimtl.networks.backbones import IMAGENET_BACKBONES, _canonical_name, create_backbone
 from mimtl.networks.color import XRAY_MEAN, XRAY_STD, color_module
+from mimtl.networks.pretrained import NOT_GIVEN, WeightsError, deprecated_alias, load_pretrained, read_state_dict
 
 __all__ = ["XRAY_MEAN", "XRAY_STD", "ColorizedClassifier", "load_color_module"]
 
@@ -55,34 +56,27 @@ def load_color_module(module: nn.Module, path: str | os.PathLike) -> nn.Module:
         ``module``.
 
     Raises:
-        ValueError: the file has no ``color.*`` tensors, or they do not fit ``module`` (missing / unexpected keys
-            or shapes; the message names the file).
+        FileNotFoundError: ``path`` is no file.
+        ValueError: the file has no ``color.*`` tensors, or they do not fit ``module`` (a
+            :class:`~mimtl.networks.pretrained.WeightsError` naming the file and the missing / unexpected /
+            mismatched keys).
     """
     path_str = os.fspath(path)
-    state = _read_state_dict(path)
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    color = {k[len("color.") :]: v for k, v in state.items() if k.startswith("color.")}
-    if not color:
-        raise ValueError(
+    state = read_state_dict(path)
+    if not any(k.startswith("color.") for k in state):
+        raise WeightsError(
             f"{path_str!r} has no 'color.*' tensors: expected a ColorizedClassifier checkpoint with a learned color "
             f"module (first keys: {list(state)[:5]})."
         )
-    target = module.state_dict()
-    missing = [k for k in target if k not in color]
-    unexpected = [k for k in color if k not in target]
-    mismatched = [
-        f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}"
-        for k, v in color.items()
-        if k in target and v.shape != target[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"the color module in {path_str!r} does not fit {type(module).__name__} (another color module type or "
-            f"size?): missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches (file vs model) "
-            f"{mismatched[:5]}."
-        )
-    module.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in color.items()}, strict=True)
+    load_pretrained(
+        module,
+        state,
+        source=path_str,
+        prefixes=("color.",),
+        adapt_stem=False,  # a color module is only transferred as trained, never adapted
+        name=type(module).__name__,
+        hint="Another color module type or size?",
+    )
     return module
 
 
@@ -110,10 +104,12 @@ class ColorizedClassifier(nn.Module):
             interface (e.g. from :func:`~mimtl.networks.create_backbone`; its classifier is reset if its
             ``num_classes`` differs).
         num_classes: outputs of the classifier (5 CheXpert findings in the paper); 0 gives pooled features.
-        backbone_weights: ``"default"``: ``"imagenet"`` for EfficientNet-Lite0/1/2 (real packaged ImageNet weights)
-            and ``None`` (random init) for every other backbone; or explicitly ``None``, ``"imagenet"`` or the path of
-            a torchvision/timm state-dict file (see :func:`~mimtl.networks.create_backbone`). Must be
-            ``"default"``/``None`` when ``backbone`` is a module.
+        weights: the backbone's initial weights. ``"default"``: ``"imagenet"`` for EfficientNet-Lite0/1/2 (real
+            packaged ImageNet weights) and ``None`` (random init) for every other backbone; or explicitly ``None`` /
+            ``"scratch"``, ``"imagenet"`` or the path of a torchvision/timm state-dict file or of a checkpoint holding
+            the backbone (see :func:`~mimtl.networks.create_backbone`; another bundle's via
+            ``mimtl.bundle.weights_path("bundle:NAME")``). Must be ``"default"``/``None`` when ``backbone`` is a
+            module.
         in_channels: channels of the input image (1 for an X-ray).
         dropout: dropout before the classifier; ``None`` keeps the backbone's default (EfficientNet-Lite: its
             official 0.2/0.3; DenseNet/ResNet: 0).
@@ -121,6 +117,8 @@ class ColorizedClassifier(nn.Module):
             module (:func:`load_color_module`; same color module type required).
         freeze_color: freeze the color module permanently (``freeze("color")``; ``unfreeze("color")`` then raises
             until ``model.freeze_color`` is set to ``False``).
+        weights_match: ``"name"``, or ``"position"`` (opt-in) to pair a weight file's tensors by layer order.
+        backbone_weights: deprecated alias of ``weights`` (DeprecationWarning).
         backbone_bn_stats: ``"frozen"`` (default): the backbone's batch-norm layers always normalise with their
             running (e.g. ImageNet) statistics and never update them, also while the backbone is fine-tuned; their
             affine weights still train. With small batches the running statistics otherwise lag behind the batch
@@ -137,14 +135,17 @@ class ColorizedClassifier(nn.Module):
         color_module: str | nn.Module = "deconv",
         backbone: str | nn.Module = "efficientnet-lite0",
         num_classes: int = 5,
-        backbone_weights: str | os.PathLike | None = "default",
+        weights: str | os.PathLike | None = "default",
         in_channels: int = 1,
         dropout: float | None = None,
         color_weights: str | os.PathLike | None = None,
         freeze_color: bool = False,
         backbone_bn_stats: str = "frozen",
+        weights_match: str = "name",
+        backbone_weights: str | os.PathLike | None = NOT_GIVEN,
     ) -> None:
         super().__init__()
+        weights = deprecated_alias(weights, "default", backbone_weights, "backbone_weights", "ColorizedClassifier")
         if backbone_bn_stats not in ("frozen", "update"):
             raise ValueError(f"backbone_bn_stats must be 'frozen' or 'update', got {backbone_bn_stats!r}.")
         self.backbone_bn_stats = backbone_bn_stats
@@ -157,11 +158,12 @@ class ColorizedClassifier(nn.Module):
 
         if isinstance(backbone, str):
             name = _canonical_name(backbone)
-            weights = backbone_weights
             if isinstance(weights, str) and weights == "default":
                 weights = "imagenet" if name in IMAGENET_BACKBONES else None
             kwargs = {} if dropout is None else {"dropout": float(dropout)}
-            net = create_backbone(name, weights=weights, in_channels=3, num_classes=num_classes, **kwargs)
+            net = create_backbone(
+                name, weights=weights, in_channels=3, num_classes=num_classes, weights_match=weights_match, **kwargs
+            )
         elif isinstance(backbone, nn.Module):
             missing = [a for a in _INTERFACE if not hasattr(backbone, a)]
             if missing:
@@ -169,10 +171,8 @@ class ColorizedClassifier(nn.Module):
                     f"backbone {type(backbone).__name__} lacks the uniform backbone interface ({missing}): build it "
                     f"with mimtl.networks.create_backbone."
                 )
-            if backbone_weights not in ("default", None):
-                raise ValueError(
-                    "backbone_weights applies to a backbone given by name; load the module's weights first."
-                )
+            if weights not in ("default", None):
+                raise ValueError("weights applies to a backbone given by name; load the module's weights first.")
             net = backbone
             if getattr(net, "num_classes", None) != num_classes:
                 net.reset_classifier(num_classes)

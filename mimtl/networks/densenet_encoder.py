@@ -3,8 +3,8 @@
 MONAI registers EfficientNet and ResNet encoders in ``FLEXUNET_BACKBONE`` but no DenseNet. :class:`DenseNetEncoder`
 is built from the layers of MONAI's ``DenseNet`` and keeps its ``features.*`` module (the classifier is not built),
 so its state-dict keys are MONAI's (``features.conv0.weight``, ``features.denseblock1.denselayer1.layers.norm1.*``,
-...) and torchvision/timm DenseNet weight files load through the key mapping of
-:mod:`mimtl.networks.backbones` (``denselayerN.norm1`` -> ``denselayerN.layers.norm1``).
+...) and torchvision/timm DenseNet weight files load through :func:`torchvision_densenet_key`
+(``denselayerN.norm1`` -> ``denselayerN.layers.norm1``).
 
 Importing this module registers ``"densenet121"``, ``"densenet169"`` and ``"densenet201"``::
 
@@ -20,6 +20,7 @@ the batch norm and ReLU that open the following transition (before its 1x1 convo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -28,7 +29,7 @@ from monai.networks.layers.utils import get_act_layer
 from monai.networks.nets import DenseNet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE
 
-__all__ = ["DENSENET_CONFIGS", "DenseNetEncoder"]
+__all__ = ["DENSENET_CONFIGS", "DenseNetEncoder", "torchvision_densenet_key"]
 
 #: name -> layers per dense block (torchvision/MONAI: init_features 64, growth_rate 32, bn_size 4).
 DENSENET_CONFIGS: dict[str, tuple[int, int, int, int]] = {
@@ -36,6 +37,34 @@ DENSENET_CONFIGS: dict[str, tuple[int, int, int, int]] = {
     "densenet169": (6, 12, 32, 32),
     "densenet201": (6, 12, 48, 32),
 }
+# torchvision/timm dense-layer keys, new (norm1) and old (norm.1) style -> MONAI's denselayerN.layers.norm1
+_TV_DENSE_LAYER = re.compile(
+    r"^(features\.denseblock\d+\.denselayer\d+)\.(norm|relu|conv)\.?([12])\."
+    r"(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
+
+
+def torchvision_densenet_key(key: str) -> str:
+    """Map a torchvision/timm DenseNet key onto MONAI's ``DenseNet`` naming (the key map of DenseNet weights).
+
+    ``features.denseblockI.denselayerJ.norm1`` (or old-style ``norm.1``) -> ``...denselayerJ.layers.norm1``,
+    ``classifier.*`` -> ``class_layers.out.*``; every other key is the same in both.
+
+    Args:
+        key: a key of the file, without wrapper prefixes.
+
+    Returns:
+        The key in MONAI's naming.
+    """
+    if key.startswith("classifier."):
+        return "class_layers.out." + key[len("classifier.") :]
+    match = _TV_DENSE_LAYER.match(key)
+    if match:
+        block, kind, idx, tensor = match.groups()
+        return f"{block}.layers.{kind}{idx}.{tensor}"
+    return key
+
+
 _INIT_FEATURES = 64
 _GROWTH_RATE = 32
 
@@ -72,7 +101,7 @@ class DenseNetEncoder(DenseNet, BaseEncoder):
         spatial_dims: number of spatial dimensions (2 or 3).
         in_channels: number of input channels.
         pretrained: must be ``False``: no DenseNet weights ship offline; load a torchvision/timm weight file instead
-            (e.g. ``HeatmapUNet(encoder="densenet121", encoder_weights="densenet121-a639ec97.pth")``).
+            (e.g. ``HeatmapUNet(encoder="densenet121", weights="densenet121-a639ec97.pth")``).
         act: activation type and arguments (MONAI default: in-place ReLU).
         norm: normalisation type and arguments (MONAI default: batch norm).
         dropout_prob: dropout rate after each dense layer.
@@ -98,7 +127,7 @@ class DenseNetEncoder(DenseNet, BaseEncoder):
         if pretrained:
             raise ValueError(
                 f"no offline pretrained weights for {variant}: pass the path of a torchvision/timm state-dict file "
-                "as encoder weights instead (e.g. HeatmapUNet(encoder_weights=...))."
+                "as encoder weights instead (e.g. HeatmapUNet(weights=...))."
             )
         super().__init__(
             spatial_dims=spatial_dims,

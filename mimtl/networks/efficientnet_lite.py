@@ -44,7 +44,7 @@ as ``"efficientnet-lite0"`` ... ``"efficientnet-lite4"`` in MONAI's ``FLEXUNET_B
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,7 @@ __all__ = [
     "efficientnet_lite2",
     "efficientnet_lite3",
     "efficientnet_lite4",
+    "efficientnet_lite_key_map",
     "get_efficientnet_lite_image_size",
 ]
 
@@ -416,8 +417,8 @@ class EfficientNetLiteEncoder(EfficientNetLite, BaseEncoder):
     Args:
         variant: ``"lite0"`` ... ``"lite4"``.
         spatial_dims: number of spatial dimensions.
-        in_channels: number of input channels (pretrained stem adapted as in
-            :func:`mimtl.networks.weights.load_efficientnet_lite_imagenet`).
+        in_channels: number of input channels (a pretrained stem is adapted by
+            :func:`mimtl.networks.pretrained.adapt_input_conv`).
         pretrained: load the ImageNet weights (2D only; raises if the weights package is not installed).
         kwargs: further :class:`EfficientNetLite` arguments (``drop_connect_rate``, ``padding``, ``norm``, ``act``).
     """
@@ -467,6 +468,54 @@ class EfficientNetLiteEncoder(EfficientNetLite, BaseEncoder):
 
 
 FLEXUNET_BACKBONE.register_class(EfficientNetLiteEncoder)
+
+
+# efficientnet-pytorch layer names (the packaged ImageNet files) -> this module's, inside a block
+_EFFNET_PYTORCH_BLOCK = {
+    "_expand_conv": "expand.0",
+    "_bn0": "expand.1",
+    "_depthwise_conv": "dw_conv",
+    "_bn1": "dw_norm",
+    "_project_conv": "project_conv",
+    "_bn2": "project_norm",
+}
+
+
+def efficientnet_lite_key_map(model: nn.Module) -> Callable[[str], str | None]:
+    """The key map from efficientnet-pytorch names to ``model``'s, for :func:`~mimtl.networks.pretrained.load_pretrained`.
+
+    The packaged ImageNet files name layers as efficientnet-pytorch does: ``_conv_stem``/``_bn0`` -> ``stem.1``/
+    ``stem.2``; ``_blocks.N._expand_conv``/``_bn0``/``_depthwise_conv``/``_bn1``/``_project_conv``/``_bn2`` -> the
+    N-th block (counted over all stages) ``stages.S.R.expand.0``/``expand.1``/``dw_conv``/``dw_norm``/
+    ``project_conv``/``project_norm``; ``_conv_head``/``_bn1`` -> ``head.0``/``head.1``; ``_fc`` -> ``fc``. Keys in
+    this module's own naming (mimtl checkpoints) pass unchanged.
+
+    Args:
+        model: an :class:`EfficientNetLite` or :class:`EfficientNetLiteEncoder` (its stages give the block numbering).
+
+    Returns:
+        ``key -> model key``; ``None`` (dropped) for the head and classifier when ``model`` has none (an encoder).
+    """
+    blocks = [f"stages.{s}.{r}" for s, stage in enumerate(model.stages) for r in range(len(stage))]
+    top = {"_conv_stem": "stem.1", "_bn0": "stem.2"}
+    tail = {"_conv_head": ("head", "head.0"), "_bn1": ("head", "head.1"), "_fc": ("fc", "fc")}
+
+    def key_map(key: str) -> str | None:
+        layer, _, rest = key.partition(".")
+        if layer == "_blocks":
+            index, _, rest = rest.partition(".")
+            layer, _, tensor = rest.partition(".")
+            if index.isdigit() and int(index) < len(blocks) and layer in _EFFNET_PYTORCH_BLOCK:
+                return f"{blocks[int(index)]}.{_EFFNET_PYTORCH_BLOCK[layer]}.{tensor}"
+            return key
+        if layer in top:
+            return f"{top[layer]}.{rest}"
+        if layer in tail:
+            owner, name = tail[layer]
+            return f"{name}.{rest}" if hasattr(model, owner) else None  # an encoder has no head/classifier
+        return key
+
+    return key_map
 
 
 def _efficientnet_lite(variant: str, pretrained: bool, **kwargs) -> EfficientNetLite:
