@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimtl.benchmark import machine_info
+from harness import machine_info
 from mimtl.sim.demo import DEMO_TASKS, build_demo
 
 

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
-from mimtl.benchmark import (
-    _build_path,
+from harness import (
+    BASELINE_PATH,
+    CHANNELS_LAST_PATHS,
+    build_path,
     compare_bundle_inference,
     compare_inference_paths,
     compare_trainer_vs_loop,
@@ -51,19 +53,19 @@ def auc_agreement(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     out = {}
     for name in paths:
         try:
-            fn, _, precision = _build_path(name, model, images[:16])
+            fn, _, precision = build_path(name, model, images[:16])
             probs = []
             with torch.inference_mode():
                 for start in range(0, len(images), 16):
                     x = images[start : start + 16]
-                    if name in ("channels_last", "channels_last_bf16"):
+                    if name in CHANNELS_LAST_PATHS:
                         x = x.contiguous(memory_format=torch.channels_last)
                     probs.append(torch.sigmoid(fn(x).float()))
             auc = float(compute_roc_auc(torch.cat(probs), labels, average="macro"))
             out[name] = {"mean_auc": auc, "precision": precision}
         except Exception as exc:  # noqa: BLE001 -- a failing path is a result
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    base = out["eager_fp32_nchw"]["mean_auc"]
+    base = out[BASELINE_PATH]["mean_auc"]
     for entry in out.values():
         if "mean_auc" in entry:
             entry["auc_change"] = entry["mean_auc"] - base

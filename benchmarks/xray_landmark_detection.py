@@ -35,16 +35,17 @@ from typing import Any
 
 import torch
 
-from mimtl.benchmark import (
+from harness import (
     BASELINE_PATH,
-    _build_path,
-    _error,
-    _time_limit,
+    CHANNELS_LAST_PATHS,
+    build_path,
     compare_bundle_inference,
     compare_inference_paths,
     compare_trainer_vs_loop,
+    error_text,
     machine_info,
     measure_matmul_flops,
+    time_limit,
 )
 
 BUNDLE = "xray_landmark_detection"
@@ -61,7 +62,6 @@ E2E_VARIANTS: dict[str, dict[str, Any]] = {
     "workers_2": {"num_workers": 2},
 }
 COMPILE_TIMEOUT_S = 900.0
-_CHANNELS_LAST_PATHS = ("channels_last", "channels_last_bf16")
 
 
 def evaluate_workflow(bundle, image_size: int, output_dir: str, weights: Path | None):
@@ -159,11 +159,11 @@ def point_agreement(
         try:
             t0 = time.perf_counter()
             # a second torch.compile of the same graph mostly hits the on-disk caches of the timed one
-            with _time_limit(COMPILE_TIMEOUT_S if name == "torch_compile" else None):
-                fn, _, precision = _build_path(name, model, images[:batch_size])
-                points[name] = decode_points(fn, images, batch_size, name in _CHANNELS_LAST_PATHS, decoder)
+            with time_limit(COMPILE_TIMEOUT_S if name == "torch_compile" else None):
+                fn, _, precision = build_path(name, model, images[:batch_size])
+                points[name] = decode_points(fn, images, batch_size, name in CHANNELS_LAST_PATHS, decoder)
         except Exception as exc:  # noqa: BLE001 -- a failing path is a result
-            out[name] = {"error": _error(exc)}
+            out[name] = {"error": error_text(exc)}
             continue
         radial = torch.linalg.vector_norm(points[name] - labels, dim=-1)
         out[name] = {
@@ -234,7 +234,7 @@ def end_to_end(
             )  # fmt: skip
             r["overrides"] = {k: v for k, v in overrides.items() if k in extra}
         except Exception as exc:  # noqa: BLE001 -- recorded, the other variants still run
-            r = {"error": _error(exc)}
+            r = {"error": error_text(exc)}
         results[variant] = r
     return results
 
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results["test_mre"] = landmark_summary(wf, eval_dir)
         except Exception as exc:  # noqa: BLE001 -- recorded, the rest still runs
-            results["test_mre"], failed = {"error": _error(exc)}, True
+            results["test_mre"], failed = {"error": error_text(exc)}, True
         finally:
             wf.finalize()
         stage_s["test_mre"], t0 = time.perf_counter() - t0, time.perf_counter()
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # one round more than the others: this ratio's target (0.95) leaves the least room for noise
         results["trainer_vs_loop"] = trainer_vs_loop(labels.shape[1], args.size, args.rounds + 1)
     except Exception as exc:  # noqa: BLE001
-        results["trainer_vs_loop"], failed = {"error": _error(exc)}, True
+        results["trainer_vs_loop"], failed = {"error": error_text(exc)}, True
     stage_s["trainer_vs_loop"] = time.perf_counter() - t0
 
     results["targets"] = targets(results)

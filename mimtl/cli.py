@@ -372,18 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="evaluate + infer with every shipped bundle on the demo data; one table")
     s.add_argument("--out", default="demo_output", help="folder for outputs and pictures (default: demo_output)")
     s.set_defaults(func=cmd_demo)
-
-    # Listed for --help only: main() hands "bench ..." to the benchmark's own parser.
-    sub.add_parser("bench", help="measure this machine and the models (mimtl bench --help; docs/performance.md)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from mimtl import benchmark
-
-        return benchmark.main(argv[1:], prog="mimtl bench")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
