@@ -52,6 +52,8 @@ __all__ = [
     "CHANNELS_LAST_PATHS",
     "DOC_BEGIN",
     "DOC_END",
+    "CPU_FLAGS",
+    "cpu_capabilities",
     "machine_info",
     "time_limit",
     "error_text",
@@ -175,8 +177,39 @@ def _median_or_none(values: Sequence[float]) -> float | None:
 # ----------------------------------------------------------------------------- machine
 
 
+#: CPU flags that decide which kernels PyTorch and oneDNN can use (fp32 SIMD width, bf16/fp16/int8
+#: instructions, AMX tiles); x86 names from /proc/cpuinfo "flags", Arm names from "Features".
+CPU_FLAGS: tuple[str, ...] = (
+    "fma", "f16c", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd", "sve", "sve2", "bf16", "i8mm",
+)  # fmt: skip
+
+
+def cpu_capabilities() -> dict[str, Any]:
+    """What this CPU offers PyTorch, recorded with every result because machines differ between runs.
+
+    ``torch_cpu_capability`` is the SIMD level PyTorch dispatches its own kernels to ("AVX512",
+    "AVX2", "DEFAULT", ...); ``mkldnn`` whether oneDNN is built in, ``mkldnn_bf16``/``mkldnn_fp16``
+    whether oneDNN has native bf16/fp16 kernels on this CPU (else bf16 paths are emulated and slow).
+    A value that this PyTorch cannot report is ``None``.
+    """
+
+    def ask(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception:  # noqa: BLE001 -- private or missing in this PyTorch build
+            return None
+
+    return {
+        "torch_cpu_capability": ask(torch.backends.cpu.get_cpu_capability),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "mkldnn_bf16": ask(lambda: bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())),
+        "mkldnn_fp16": ask(lambda: bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())),
+    }
+
+
 def machine_info() -> dict[str, Any]:
-    """Versions, thread counts, CPU model/flags and the UTC date, for the results JSON."""
+    """Versions, thread counts, CPU model/flags/capabilities and the UTC date, for the results JSON."""
     import monai
 
     cpu_model, flags = platform.processor() or "unknown", set()
@@ -185,7 +218,7 @@ def machine_info() -> dict[str, Any]:
             key, _, value = line.partition(":")
             if key.strip() == "model name" and cpu_model in ("unknown", platform.processor()):
                 cpu_model = value.strip()
-            elif key.strip() == "flags" and not flags:
+            elif key.strip() in ("flags", "Features") and not flags:
                 flags = set(value.split())
     versions = {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__}
     for mod in ("ignite", "onnx", "onnxruntime", "numpy", "mimtl"):
@@ -196,10 +229,10 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_model": cpu_model,
         "cpu_count": os.cpu_count(),
-        "cpu_flags": sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags),
+        "cpu_flags": [f for f in CPU_FLAGS if f in flags],
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
+        **cpu_capabilities(),
         "cuda": torch.cuda.is_available(),
         "versions": versions,
     }
@@ -739,6 +772,10 @@ def _f(value: float | None, spec: str = ".3g") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str) -> list[str]:
     """Markdown table lines; ``align`` holds one of "l"/"r" per column."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
@@ -756,8 +793,14 @@ def results_to_markdown(results: Mapping[str, Any]) -> str:
         ("date (UTC) / runtime", f"{m.get('date', '?')} / {_f(results.get('runtime_s'), '.0f')} s"),
         ("CPU", f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} logical CPUs, {' '.join(m.get('cpu_flags', []))}"),
         ("threads", f"torch {m.get('torch_threads', '?')} (inter-op {m.get('torch_interop_threads', '?')})"),
-        ("versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())),
     ]
+    if "torch_cpu_capability" in m:  # recorded since the harness moved to benchmarks/
+        rows.append((
+            "PyTorch CPU kernels",
+            f"{m['torch_cpu_capability']}; oneDNN {_yes_no(m.get('mkldnn'))}, bf16 {_yes_no(m.get('mkldnn_bf16'))}, "
+            f"fp16 {_yes_no(m.get('mkldnn_fp16'))}",
+        ))
+    rows.append(("versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())))
     if load:
         rows.append((
             "other processes during the run",

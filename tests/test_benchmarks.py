@@ -45,6 +45,18 @@ def test_count_forward_flops_linear_and_conv():
     assert bm.count_forward_flops(torch.add, (torch.randn(3), torch.randn(3))) == 0
 
 
+def test_machine_info_records_cpu_capabilities():
+    m = bm.machine_info()
+    assert set(m["cpu_flags"]) <= set(bm.CPU_FLAGS)
+    for key in ("torch_cpu_capability", "mkldnn", "mkldnn_bf16", "mkldnn_fp16"):
+        assert key in m, key
+    assert m["mkldnn"] == torch.backends.mkldnn.is_available()
+    assert m["mkldnn_bf16"] in (True, False, None)
+    json.dumps(m)
+    assert "| PyTorch CPU kernels |" in bm.results_to_markdown({"machine": m})
+    assert "PyTorch CPU kernels" not in bm.results_to_markdown({"machine": {"cpu_model": "old JSON"}})
+
+
 def test_measure_matmul_flops_fields():
     r = bm.measure_matmul_flops(torch.float32, n=64, threads=1, repeat=3, warmup=1)
     assert r["dtype"] == "float32" and r["n"] == 64 and r["threads"] == 1 and r["repeat"] == 3
