@@ -30,8 +30,8 @@ def _item(file: str, pred, true, spacing=None) -> dict:
 
 def _run(handler, items, batch=None):
     engine = SimpleNamespace(state=SimpleNamespace(output=items, batch=batch or [{} for _ in items]))
-    handler.collector.reset()
-    handler.collector(engine)
+    handler.reset()
+    handler(engine)
     return handler.write()
 
 
@@ -76,8 +76,8 @@ def test_writer_lists_failures_and_draws_overlays(tmp_path, caplog):
     good = _item(str(film), [[2.0, 3.0], [5.0, 6.0]], [[0.0, 0.0], [0.0, 0.0]])
     engine = SimpleNamespace(state=SimpleNamespace(output=[good, {"image": good["image"]}],
                                                    batch=[{}, {"error": "truncated PNG"}]))  # fmt: skip
-    writer._reset()
-    writer._iteration(engine)
+    writer.reset()
+    writer(engine)
     writer.write()
     rows = list(csv.DictReader(open(tmp_path / "out" / "landmarks.csv")))
     assert [r["status"] for r in rows] == ["ok", "ok", "failed: truncated PNG"]

@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor, decollate_batch
-from monai.utils import ImageMetaKey
+from monai.utils import ImageMetaKey, min_version, optional_import
 
-__all__ = ["filename_of", "font", "per_item", "rank_suffix", "to_uint8", "write_atomic"]
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
+Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
+
+__all__ = [
+    "FAILED",
+    "OutputWriter",
+    "csv_text",
+    "filename_of",
+    "font",
+    "per_item",
+    "rank_suffix",
+    "to_uint8",
+    "write_atomic",
+]
+
+#: The ``status`` of a row whose file :class:`~mimtl.data.TolerantDataset` could not use: ``failed: <reason>``.
+FAILED = "failed: "
 
 
 def per_item(data: Any) -> list[Mapping]:
@@ -59,6 +81,15 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """``rows`` as CSV text with header ``columns`` (missing cells empty, ``\\n`` line ends)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     lo, hi = float(np.min(image)), float(np.max(image))
     if not math.isfinite(lo) or not math.isfinite(hi) or hi <= lo:
@@ -73,3 +104,104 @@ def font(size: int) -> Any:
         return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1 with FreeType)
     except (TypeError, OSError, ImportError):
         return ImageFont.load_default()
+
+
+class OutputWriter:
+    """Base of the handlers that turn an evaluator's per-item outputs into files in ``output_dir``.
+
+    What the writers share:
+
+    * the events: :meth:`attach` registers :meth:`reset` at ``STARTED``, the handler itself
+      (``__call__``) at ``ITERATION_COMPLETED`` and :meth:`write` at ``COMPLETED``, once each;
+    * the items of an iteration (:meth:`items`): each item's batch and output dicts, its input
+      file and the reason :class:`~mimtl.data.TolerantDataset` gave when it could not use it
+      (``""`` when it could), from decollated or batched ``engine.state``;
+    * the paths: a table per run, ``<stem><rank suffix><suffix>`` (:meth:`table_path`: under
+      ``torch.distributed`` each rank writes its own), and a file per input whose name is made
+      unique within the run (:meth:`item_path`);
+    * the files: CSV and JSON written atomically (:meth:`write_csv`, :meth:`write_json`), and the
+      ``failed: <reason>`` status of a row (:data:`FAILED`, :meth:`failed_status`, :meth:`failures`).
+
+    Args:
+        output_dir: the folder of the files (created when the first one is written).
+        image_key: the image key of the batch/output (its meta names the file).
+        error_key: the key :class:`~mimtl.data.TolerantDataset` puts the failure reason in.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, image_key: str = "image", error_key: str = "error") -> None:
+        self.output_dir = Path(output_dir)
+        self.image_key, self.error_key = image_key, error_key
+        self._used: set[str] = set()
+
+    # -- events ------------------------------------------------------------------------------------
+    def attach(self, engine: Engine) -> None:
+        """Reset at ``STARTED``, collect on every iteration, write at ``COMPLETED`` (each once)."""
+        for event, handler in ((Events.STARTED, self.reset), (Events.ITERATION_COMPLETED, self),
+                               (Events.COMPLETED, self.write)):  # fmt: skip
+            if not engine.has_event_handler(handler, event):
+                engine.add_event_handler(event, handler)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget what the last run collected (each run writes its own files)."""
+        self._used = set()
+
+    def __call__(self, engine: Engine) -> None:
+        """Collect (or write) the items of one iteration."""
+        raise NotImplementedError
+
+    def write(self, engine: Engine | None = None) -> Any:
+        """Write the files of the run."""
+        raise NotImplementedError
+
+    # -- items -------------------------------------------------------------------------------------
+    def items(self, engine: Engine) -> Iterator[tuple[Mapping, Mapping, str, str]]:
+        """``(batch item, output item, input file, failure reason or "")`` per item of an iteration."""
+        batch, output = per_item(engine.state.batch), per_item(engine.state.output)
+        for i, out in enumerate(output):
+            item = batch[i] if i < len(batch) else {}
+            error = f"{item.get(self.error_key) or out.get(self.error_key) or ''}"
+            yield item, out, filename_of(item, out, self.image_key), error
+
+    # -- paths -------------------------------------------------------------------------------------
+    def table_path(self, stem: str, suffix: str) -> Path:
+        """``output_dir/<stem><rank suffix><suffix>``: one file per run (and rank)."""
+        return self.output_dir / f"{stem}{rank_suffix()}{suffix}"
+
+    def item_path(self, name: str, tail: str, folder: str | None = None) -> Path:
+        """``output_dir[/folder]/<stem of name><tail>`` for input ``name``, ``_2``, ``_3``, ... when stems repeat."""
+        base = PurePath(name).name if name else "image"
+        stem = base[: -len(".nii.gz")] if base.lower().endswith(".nii.gz") else PurePath(base).stem
+        stem = stem or "image"
+        candidate, n = stem, 1
+        while candidate in self._used:
+            n += 1
+            candidate = f"{stem}_{n}"
+        self._used.add(candidate)
+        return (self.output_dir / folder if folder else self.output_dir) / f"{candidate}{tail}"
+
+    # -- files -------------------------------------------------------------------------------------
+    @staticmethod
+    def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Path:
+        """Write ``rows`` as CSV atomically; return ``path``."""
+        write_atomic(path, csv_text(rows, columns))
+        return path
+
+    @staticmethod
+    def write_json(path: Path, data: Any) -> Path:
+        """Write ``data`` as indented JSON atomically; return ``path``."""
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
+        return path
+
+    @staticmethod
+    def failed_status(reason: str) -> str:
+        """The ``status`` cell of a file that could not be used."""
+        return f"{FAILED}{reason}"
+
+    @staticmethod
+    def failures(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+        """``[{"file", "reason"}]`` of the rows whose ``status`` is ``failed: <reason>``."""
+        return [
+            {"file": r["file"], "reason": r["status"][len(FAILED) :]}
+            for r in rows
+            if f"{r.get('status', '')}".startswith(FAILED)
+        ]

@@ -10,9 +10,6 @@ postprocessing is used) or batched (dicts of batch tensors, ``decollate=False``)
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,9 +26,8 @@ if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
-Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
-from mimtl.handlers._common import filename_of, font, per_item, rank_suffix, to_uint8, write_atomic
+from mimtl.handlers._common import OutputWriter, font, to_uint8
 
 __all__ = ["ClassificationWriter", "GradCAMWriter", "resolve_thresholds"]
 
@@ -100,27 +96,31 @@ def _probabilities(pred: Any, n_labels: int) -> np.ndarray:
 
 
 
-class _ItemReader:
-    """Reads (file, probabilities, error, image) per item from an evaluator iteration."""
+def _label_names(label_names: Sequence[str]) -> list[str]:
+    names = [f"{n}" for n in label_names]
+    if not names:
+        raise ValueError("label_names must name at least one label.")
+    return names
 
-    def __init__(self, label_names: Sequence[str], image_key: str, pred_key: str, error_key: str) -> None:
-        self.label_names = [f"{n}" for n in label_names]
-        if not self.label_names:
-            raise ValueError("label_names must name at least one label.")
-        self.image_key, self.pred_key, self.error_key = image_key, pred_key, error_key
 
-    def items(self, engine: Engine) -> Iterator[tuple[str, np.ndarray | None, str, Any]]:
-        batch, output = per_item(engine.state.batch), per_item(engine.state.output)
-        for i, out in enumerate(output):
-            item = batch[i] if i < len(batch) else {}
-            error = f"{item.get(self.error_key) or out.get(self.error_key) or ''}"
-            name = filename_of(item, out, self.image_key)
+class _ClassificationOutput(OutputWriter):
+    """An :class:`~mimtl.handlers._common.OutputWriter` that reads probabilities per item."""
+
+    def __init__(
+        self, output_dir: str | os.PathLike, label_names: Sequence[str], image_key: str, pred_key: str, error_key: str
+    ) -> None:
+        super().__init__(output_dir, image_key=image_key, error_key=error_key)
+        self.label_names = _label_names(label_names)
+        self.pred_key = pred_key
+
+    def predictions(self, engine: Engine) -> Iterator[tuple[str, np.ndarray | None, str, Any]]:
+        """``(file, probabilities or None, failure reason or "", image)`` per item of an iteration."""
+        for item, out, name, error in self.items(engine):
             probs = None if error else _probabilities(out[self.pred_key], len(self.label_names))
-            image = out.get(self.image_key, item.get(self.image_key))
-            yield name, probs, error, image
+            yield name, probs, error, out.get(self.image_key, item.get(self.image_key))
 
 
-class ClassificationWriter:
+class ClassificationWriter(_ClassificationOutput):
     """Write the predictions of a classification evaluator to a CSV file, one row per input image.
 
     Columns: ``file``, ``prob_<label>`` per label (the ``pred`` after postprocessing, e.g.
@@ -165,26 +165,16 @@ class ClassificationWriter:
         pred_key: str = "pred",
         error_key: str = "error",
     ) -> None:
-        self.reader = _ItemReader(label_names, image_key, pred_key, error_key)
-        self.label_names = self.reader.label_names
+        super().__init__(output_dir, label_names, image_key, pred_key, error_key)
         self.thresholds = resolve_thresholds(thresholds, self.label_names)
-        self.output_dir = Path(output_dir)
         self.filename = filename
         self.multi_label = multi_label
         self.rows: list[dict[str, Any]] = []
         self._range_warned = False
 
-    def attach(self, engine: Engine) -> None:
-        """Collect rows on every iteration, write the files when the run completes."""
-        if not engine.has_event_handler(self.reset, Events.STARTED):
-            engine.add_event_handler(Events.STARTED, self.reset)
-        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        if not engine.has_event_handler(self.write, Events.COMPLETED):
-            engine.add_event_handler(Events.COMPLETED, self.write)
-
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the rows collected (each run writes its own file)."""
+        super().reset(engine)
         self.rows = []
 
     @property
@@ -201,10 +191,10 @@ class ClassificationWriter:
 
     def __call__(self, engine: Engine) -> None:
         """Collect the rows of one iteration."""
-        for name, probs, error, _ in self.reader.items(engine):
+        for name, probs, error, _ in self.predictions(engine):
             row: dict[str, Any] = {"file": name}
             if error:
-                row["status"] = f"failed: {error}"
+                row["status"] = self.failed_status(error)
             else:
                 if not self._range_warned and (probs.min() < 0.0 or probs.max() > 1.0):
                     self._range_warned = True
@@ -224,13 +214,11 @@ class ClassificationWriter:
     def csv_path(self) -> Path:
         """Where the CSV goes."""
         name = PurePath(self.filename)
-        return self.output_dir / f"{name.stem}{rank_suffix()}{name.suffix or '.csv'}"
+        return self.table_path(name.stem, name.suffix or ".csv")
 
     def summary(self) -> dict[str, Any]:
         """The content of the JSON summary."""
-        failed = [
-            {"file": r["file"], "reason": r["status"][len("failed: ") :]} for r in self.rows if r["status"] != "ok"
-        ]
+        failed = self.failures(self.rows)
         return {
             "csv": self.csv_path.name,
             "n_images": len(self.rows),
@@ -244,14 +232,9 @@ class ClassificationWriter:
 
     def write(self, engine: Engine | None = None) -> Path:
         """Write the CSV and the JSON summary now; return the CSV's path."""
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=self.columns, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        path = self.csv_path
-        write_atomic(path, buffer.getvalue())
+        path = self.write_csv(self.csv_path, self.rows, self.columns)
         summary = self.summary()
-        write_atomic(path.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+        self.write_json(path.with_suffix(".json"), summary)
         n, n_failed = summary["n_images"], summary["n_failed"]
         if n_failed:
             logger.warning("predictions of %d images written to %s; %d failed (listed with reasons)", n, path, n_failed)
@@ -328,7 +311,7 @@ def _colormap(values: np.ndarray) -> np.ndarray:
 
 
 
-class GradCAMWriter:
+class GradCAMWriter(_ClassificationOutput):
     """Save a Grad-CAM overlay (MONAI ``GradCAM``) per image for the findings the model reports.
 
     For each image that loaded (items with an ``error`` from :class:`~mimtl.data.TolerantDataset`
@@ -398,9 +381,7 @@ class GradCAMWriter:
             network = network.module
         self.network = network
         self.target_layer = f"{target_layer}"
-        self.output_dir = Path(output_dir)
-        self.reader = _ItemReader(label_names, image_key, pred_key, error_key)
-        self.label_names = self.reader.label_names
+        super().__init__(output_dir, label_names, image_key, pred_key, error_key)
         self.thresholds = resolve_thresholds(thresholds, self.label_names)
         self.enabled = bool(enabled)
         if int(max_labels) < 1:
@@ -417,25 +398,21 @@ class GradCAMWriter:
                     f"its last layers are: {', '.join(names[-8:])}."
                 )
         self.written: list[Path] = []
-        self._used: set[str] = set()
 
     def attach(self, engine: Engine) -> None:
         """Write overlays on every iteration (nothing when ``enabled`` is False)."""
-        if not self.enabled:
-            return
-        if not engine.has_event_handler(self.reset, Events.STARTED):
-            engine.add_event_handler(Events.STARTED, self.reset)
-        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        if not engine.has_event_handler(self._report, Events.COMPLETED):
-            engine.add_event_handler(Events.COMPLETED, self._report)
+        if self.enabled:
+            super().attach(engine)
 
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the files written (names are made unique within one run)."""
-        self.written, self._used = [], set()
+        super().reset(engine)
+        self.written = []
 
-    def _report(self, engine: Engine) -> None:
+    def write(self, engine: Engine | None = None) -> list[Path]:
+        """Log where the overlays went (each was saved in its iteration); return their paths."""
         logger.info("Grad-CAM overlays of %d images written to %s", len(self.written), self.output_dir)
+        return list(self.written)
 
     def select(self, probs: np.ndarray) -> list[int]:
         """The labels to explain: those at or above threshold, most probable first, at most ``max_labels``."""
@@ -445,7 +422,7 @@ class GradCAMWriter:
 
     def __call__(self, engine: Engine) -> None:
         """Write the overlays of one iteration's images."""
-        for name, probs, error, image in self.reader.items(engine):
+        for name, probs, error, image in self.predictions(engine):
             if error or image is None:
                 continue
             labels = self.select(probs)
@@ -479,15 +456,7 @@ class GradCAMWriter:
         return np.stack(maps)
 
     def _output_path(self, name: str) -> Path:
-        base = PurePath(name).name if name else "image"
-        stem = base[: -len(".nii.gz")] if base.lower().endswith(".nii.gz") else PurePath(base).stem
-        stem = stem or "image"
-        candidate, n = stem, 1
-        while candidate in self._used:
-            n += 1
-            candidate = f"{stem}_{n}"
-        self._used.add(candidate)
-        return self.output_dir / f"{candidate}_gradcam.png"
+        return self.item_path(name, "_gradcam.png")
 
     def save(
         self, image: torch.Tensor, cams: np.ndarray, labels: Sequence[int], probs: np.ndarray, name: str

@@ -12,21 +12,19 @@ original film in pixels and in mm, confidence, unit) from ``engine.state.output`
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
 import os
-from collections.abc import Sequence
-from pathlib import Path, PurePath
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from mimtl.handlers._common import filename_of, font, per_item, rank_suffix, to_uint8, write_atomic
+from mimtl.handlers._common import OutputWriter, font, to_uint8
 from mimtl.metrics.conformal import conformal_radius, empirical_coverage
 from mimtl.metrics.landmarks import landmark_summary, radial_errors
 
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
-Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 __all__ = ["LandmarkReport", "LandmarkWriter", "load_conformal"]
 
@@ -60,14 +57,6 @@ def _unit(value: Any) -> str:
     return value if isinstance(value, str) else f"{value[0] if isinstance(value, (list, tuple)) else value}"
 
 
-def _csv_text(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _fmt(value: float, digits: int = 3) -> str:
     return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -90,22 +79,29 @@ def load_conformal(path: str | os.PathLike | None, landmark_names: Sequence[str]
     return data
 
 
-class _Collector:
-    """Per-item decoded landmarks of the evaluator iterations."""
+class _LandmarkOutput(OutputWriter):
+    """Collects the decoded landmarks of every item of a run (``self.records``), one dict each."""
 
-    def __init__(self, image_key: str, error_key: str) -> None:
-        self.image_key, self.error_key = image_key, error_key
-        self.items: list[dict[str, Any]] = []
+    def __init__(
+        self, output_dir: str | os.PathLike, landmark_names: Sequence[str], image_key: str, error_key: str
+    ) -> None:
+        super().__init__(output_dir, image_key=image_key, error_key=error_key)
+        self.landmark_names = [f"{n}" for n in landmark_names]
+        self.records: list[dict[str, Any]] = []
 
     def reset(self, engine: Engine | None = None) -> None:
-        self.items = []
+        """Forget the items of the last run."""
+        super().reset(engine)
+        self.records = []
 
     def __call__(self, engine: Engine) -> None:
-        batch, output = per_item(engine.state.batch), per_item(engine.state.output)
-        for i, out in enumerate(output):
-            item = batch[i] if i < len(batch) else {}
-            name = filename_of(item, out, self.image_key)
-            error = f"{item.get(self.error_key) or out.get(self.error_key) or ''}"
+        """Collect the items of one iteration."""
+        self.collect(engine)
+
+    def collect(self, engine: Engine) -> list[tuple[dict[str, Any], Mapping, Mapping]]:
+        """Add the records of one iteration; return each new record with its batch and output item."""
+        new = []
+        for item, out, name, error in self.items(engine):
             record: dict[str, Any] = {"file": name, "error": error}
             if not error:
                 image = out.get(self.image_key, item.get(self.image_key))
@@ -120,10 +116,12 @@ class _Collector:
                 )
                 if "label_points" in out:
                     record.update(label_points=_numpy(out["label_points"]), label_coords=_numpy(out["label_coords"]))
-            self.items.append(record)
+            self.records.append(record)
+            new.append((record, item, out))
+        return new
 
 
-class LandmarkReport:
+class LandmarkReport(_LandmarkOutput):
     """Radial errors, MRE / SDR and conformal coverage of a labelled set, written at completion.
 
     Files in ``output_dir`` (atomic writes; under ``torch.distributed`` each rank its own):
@@ -166,20 +164,12 @@ class LandmarkReport:
     ) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}.")
-        self.output_dir = Path(output_dir)
-        self.landmark_names = [f"{n}" for n in landmark_names]
+        super().__init__(output_dir, landmark_names, image_key, error_key)
         self.thresholds = [float(t) for t in thresholds]
         self.conformal_file = None if conformal_file is None else Path(conformal_file)
         self.calibrate = calibrate
         self.coverage = float(coverage)
-        self.collector = _Collector(image_key, error_key)
         self.last_summary: dict[str, Any] = {}
-
-    def attach(self, engine: Engine) -> None:
-        """Collect on every iteration, write at completion."""
-        engine.add_event_handler(Events.STARTED, self.collector.reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collector)
-        engine.add_event_handler(Events.COMPLETED, self.write)
 
     def _errors(self, items: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, str]:
         pred = torch.as_tensor(np.stack([it["pred_points"] for it in items]))
@@ -193,8 +183,8 @@ class LandmarkReport:
 
     def write(self, engine: Engine | None = None) -> dict[str, Any]:
         """Compute the metrics, write the files, return the summary."""
-        items = [it for it in self.collector.items if not it["error"] and "label_points" in it]
-        failed = [{"file": it["file"], "reason": it["error"]} for it in self.collector.items if it["error"]]
+        items = [it for it in self.records if not it["error"] and "label_points" in it]
+        failed = [{"file": it["file"], "reason": it["error"]} for it in self.records if it["error"]]
         if not items:
             raise ValueError("LandmarkReport: no labelled predictions to score (is 'label' in the evaluator output?).")
         n_landmarks = items[0]["pred_points"].shape[0]
@@ -220,7 +210,7 @@ class LandmarkReport:
                 "method": "split conformal, per landmark, score = radial error",
             }
             if self.conformal_file is not None:
-                write_atomic(self.conformal_file, json.dumps(conformal, indent=2) + "\n")
+                self.write_json(self.conformal_file, conformal)
                 logger.info("conformal radii (%.0f %% coverage, %s) written to %s", 100 * self.coverage, unit, self.conformal_file)
             summary["conformal"] = conformal
             conformal = {**conformal, "radius": [float(r) for r in radius]}
@@ -263,19 +253,18 @@ class LandmarkReport:
                 })
         columns = ["file", "landmark", "name", "pred_x", "pred_y", "true_x", "true_y", "error_px"]
         columns += (["error_mm"] if unit == "mm" else []) + ["confidence", "inside_radius"]
-        suffix = rank_suffix()
-        write_atomic(self.output_dir / f"landmark_errors{suffix}.csv", _csv_text(rows, columns))
+        self.write_csv(self.table_path("landmark_errors", ".csv"), rows, columns)
         metric_cols = ["landmark", "mre", "sd", *(f"sdr_{t:g}" for t in self.thresholds), "n"]
         per = summary["per_landmark"]
         metric_rows = [{"landmark": p["name"], **{c: p.get(c, "") for c in metric_cols[1:]}} for p in per]
         overall = summary["overall"]
         metric_rows.append({"landmark": "overall", "mre": overall["mre"], "sd": overall["mre_sd"],
                             **{f"sdr_{t:g}": overall[f"sdr_{t:g}"] for t in self.thresholds}, "n": overall["n_points"]})
-        write_atomic(self.output_dir / f"landmark_metrics{suffix}.csv", _csv_text(metric_rows, metric_cols))
-        write_atomic(self.output_dir / f"landmark_summary{suffix}.json", json.dumps(summary, indent=2) + "\n")
+        self.write_csv(self.table_path("landmark_metrics", ".csv"), metric_rows, metric_cols)
+        self.write_json(self.table_path("landmark_summary", ".json"), summary)
 
 
-class LandmarkWriter:
+class LandmarkWriter(_LandmarkOutput):
     """Write predicted landmarks for a pipeline: CSV + JSON of points, and an overlay PNG per image.
 
     ``landmarks.csv`` has one row per image and landmark: ``file, landmark, name, x_px, y_px``
@@ -286,15 +275,31 @@ class LandmarkWriter:
     ``overlay=True``, ``overlays/<name>_landmarks.png`` shows the film with the numbered points
     and, where known, the radius circle in which the true point lies with the calibrated coverage.
 
+    The overlay is drawn on a small copy of the film that travels in the batch under
+    ``overlay_key`` (the preprocessing keeps it before the network's resize; the file is then
+    decoded once), e.g.::
+
+        - {_target_: CopyItemsd, keys: image, names: overlay_image}
+        - {_target_: Resized, keys: overlay_image, spatial_size: [512, 512], mode: area}
+
+    The copy may be squeezed into any fixed size (a fixed one lets films of every aspect ratio,
+    and :class:`~mimtl.data.TolerantDataset`'s placeholders, batch together): its meta
+    ``spatial_shape``, the film's size in the file, restores the proportions, and the points,
+    which are in pixels of the file, are scaled by the ratio of sizes. Without the copy (no
+    ``overlay_key``, or not in the batch), a copy smaller than the overlay, or one whose meta lost
+    ``spatial_shape`` (MONAI batches only the meta keys all items share, so a batch with a failed
+    file has none), the film is read again from its file.
+
     Args:
         output_dir: output folder.
         landmark_names: names in model output order.
         conformal_file: radii from the calibrate workflow (None or missing file: no radii, said in the output).
         overlay: draw the overlay PNGs.
-        overlay_size: longest side of an overlay in pixels (None: the film's size).
+        overlay_size: longest side of an overlay in pixels (None: the film's size, read from the file).
         transpose: the arrays are ``[x, y]`` (MONAI's PIL and mimtl's DICOM readers): transpose to show.
         image_key: image key (its meta names the file).
         error_key: key of :class:`~mimtl.data.TolerantDataset`'s failure reason.
+        overlay_key: the batch key of the film's copy to draw on (None: read every film again).
     """
 
     def __init__(
@@ -307,9 +312,9 @@ class LandmarkWriter:
         transpose: bool = True,
         image_key: str = "image",
         error_key: str = "error",
+        overlay_key: str | None = None,
     ) -> None:
-        self.output_dir = Path(output_dir)
-        self.landmark_names = [f"{n}" for n in landmark_names]
+        super().__init__(output_dir, landmark_names, image_key, error_key)
         self.conformal_file = conformal_file
         self.conformal = load_conformal(conformal_file, self.landmark_names)
         if self.conformal is None:
@@ -317,18 +322,13 @@ class LandmarkWriter:
         self.overlay = overlay
         self.overlay_size = overlay_size
         self.transpose = transpose
-        self.collector = _Collector(image_key, error_key)
-        self._used: set[str] = set()
+        self.overlay_key = overlay_key
+        self.files_read = 0  # overlays that had to read their film again
 
-    def attach(self, engine: Engine) -> None:
-        """Collect (and draw) on every iteration, write the tables at completion."""
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
-        engine.add_event_handler(Events.COMPLETED, self.write)
-
-    def _reset(self, engine: Engine | None = None) -> None:
-        self.collector.reset()
-        self._used = set()
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the items and overlay names of the last run."""
+        super().reset(engine)
+        self.files_read = 0
 
     def _radius_px(self, item: dict[str, Any]) -> tuple[list[float], str]:
         """Radii in the conformal file's unit, and the same in pixels of the film for drawing."""
@@ -341,32 +341,67 @@ class LandmarkWriter:
             return radius, "mm"
         return radius, "px"
 
-    def _iteration(self, engine: Engine) -> None:
+    def __call__(self, engine: Engine) -> None:
+        """Collect the points of one iteration and draw their overlays."""
         # overlays are drawn here, between batches: a background thread was slower on 2 cores, where
         # it takes a core from the forward pass's threads (benchmarks/xray_landmark_detection.py)
-        start = len(self.collector.items)
-        self.collector(engine)
-        if self.overlay:
-            for item in self.collector.items[start:]:
-                if not item["error"]:
-                    try:
-                        item["overlay"] = str(self.draw(item))
-                    except Exception as e:  # an overlay must never cost the table of points
-                        logger.warning("%s: no overlay (%s)", item["file"], e)
+        for record, item, out in self.collect(engine):
+            if self.overlay and not record["error"]:
+                copy = None
+                if self.overlay_key is not None:
+                    copy = item.get(self.overlay_key, out.get(self.overlay_key))
+                try:
+                    record["overlay"] = str(self.draw(record, copy))
+                except Exception as e:  # an overlay must never cost the table of points
+                    logger.warning("%s: no overlay (%s)", record["file"], e)
 
-    def draw(self, item: dict[str, Any]) -> Path:
-        """Draw the overlay of one item; return its path."""
-        from PIL import Image, ImageDraw
+    def _canvas_size(self, h: int, w: int) -> tuple[float, tuple[int, int]]:
+        """The scale from the film to its overlay, and the overlay's (width, height)."""
+        scale = 1.0 if self.overlay_size is None else self.overlay_size / max(h, w)
+        return scale, (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def _film_from_copy(self, copy: Any) -> tuple[np.ndarray, float] | None:
+        """The overlay's gray film (height, width) from the batch's copy and its scale, or None if the copy won't do."""
+        from PIL import Image
+
+        meta = getattr(copy, "meta", None) or {}
+        shape = meta.get("spatial_shape")
+        if self.overlay_size is None or copy is None or shape is None:
+            return None
+        shape = [int(v) for v in np.asarray(shape.cpu() if isinstance(shape, torch.Tensor) else shape).ravel()]
+        pixels = _numpy(copy).astype(np.float32)
+        pixels = pixels.reshape(pixels.shape[-2:]) if pixels.ndim > 2 and pixels.shape[0] == 1 else pixels
+        if len(shape) != 2 or pixels.ndim != 2 or min(shape) < 1:
+            return None
+        h, w = (shape[1], shape[0]) if self.transpose else (shape[0], shape[1])
+        scale, size = self._canvas_size(h, w)
+        gray = to_uint8(pixels.T if self.transpose else pixels)
+        if gray.shape[0] < size[1] or gray.shape[1] < size[0]:  # a blurred overlay: read the film instead
+            return None
+        if (gray.shape[1], gray.shape[0]) != size:
+            gray = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
+        return gray, scale
+
+    def _film_from_file(self, name: str) -> tuple[np.ndarray, float]:
+        """The overlay's gray film (height, width) read from its file, and its scale."""
+        from PIL import Image
 
         from mimtl.io import load_image
 
-        pixels = np.asarray(load_image(item["file"]), dtype=np.float32)
+        self.files_read += 1
+        pixels = np.asarray(load_image(name), dtype=np.float32)
         pixels = pixels.reshape(pixels.shape[-2:]) if pixels.ndim > 2 else pixels
         gray = to_uint8(pixels.T if self.transpose else pixels)
-        h, w = gray.shape
-        scale = 1.0 if self.overlay_size is None else self.overlay_size / max(h, w)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        film = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR))
+        scale, size = self._canvas_size(*gray.shape)
+        return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BILINEAR)), scale
+
+    def draw(self, item: dict[str, Any], copy: Any = None) -> Path:
+        """Draw the overlay of one item, on ``copy`` (the batch's copy of the film) if it will do; return its path."""
+        from PIL import Image, ImageDraw
+
+        film = self._film_from_copy(copy) if copy is not None else None
+        film, scale = film if film is not None else self._film_from_file(item["file"])
+        size = (film.shape[1], film.shape[0])
         canvas = Image.fromarray(_TO_LEVEL[film], mode="P")
         canvas.putpalette(_PALETTE)
         draw = ImageDraw.Draw(canvas)
@@ -388,27 +423,17 @@ class LandmarkWriter:
             draw.ellipse((cx - dot, cy - dot, cx + dot, cy + dot), fill=_POINT)
             # a black rim keeps the number readable on bright bone
             draw.text((cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=_LABEL, font=text_font, stroke_width=1, stroke_fill=0)
-        path = self._output_path(item["file"])
+        path = self.item_path(item["file"], "_landmarks.png", folder="overlays")
         path.parent.mkdir(parents=True, exist_ok=True)
         canvas.save(path, compress_level=1)  # zlib's default level costs 2.5x for 3 % smaller files
         return path
 
-    def _output_path(self, name: str) -> Path:
-        base = PurePath(name).name if name else "image"
-        stem = base[: -len(".nii.gz")] if base.lower().endswith(".nii.gz") else PurePath(base).stem
-        candidate, n = stem or "image", 1
-        while candidate in self._used:
-            n += 1
-            candidate = f"{stem}_{n}"
-        self._used.add(candidate)
-        return self.output_dir / "overlays" / f"{candidate}_landmarks.png"
-
     def write(self, engine: Engine | None = None) -> Path:
         """Write ``landmarks.csv`` and ``landmarks.json``; return the CSV path."""
         rows, files = [], []
-        for item in self.collector.items:
+        for item in self.records:
             if item["error"]:
-                rows.append({"file": item["file"], "status": f"failed: {item['error']}"})
+                rows.append({"file": item["file"], "status": self.failed_status(item["error"])})
                 files.append({"file": item["file"], "status": "failed", "reason": item["error"]})
                 continue
             radius, radius_unit = self._radius_px(item)
@@ -436,9 +461,7 @@ class LandmarkWriter:
             })
         columns = ["file", "landmark", "name", "x_px", "y_px", "x_mm", "y_mm", "unit", "spacing_source",
                    "confidence", "radius", "radius_unit", "status"]
-        suffix = rank_suffix()
-        path = self.output_dir / f"landmarks{suffix}.csv"
-        write_atomic(path, _csv_text(rows, columns))
+        path = self.write_csv(self.table_path("landmarks", ".csv"), rows, columns)
         report = {
             "n_images": len(files),
             "n_failed": sum(f["status"] != "ok" for f in files),
@@ -450,7 +473,7 @@ class LandmarkWriter:
             "mm = pixels * spacing when the spacing is known",
             "images": files,
         }
-        write_atomic(self.output_dir / f"landmarks{suffix}.json", json.dumps(report, indent=2) + "\n")
+        self.write_json(self.table_path("landmarks", ".json"), report)
         n_failed = report["n_failed"]
         (logger.warning if n_failed else logger.info)(
             "landmarks of %d images written to %s%s", len(files), path, f"; {n_failed} failed (listed)" if n_failed else ""
