@@ -77,14 +77,14 @@ def test_name_matching_with_a_key_map(tmp_path):
     assert result.describe() == "7/7 tensors at top level" and not result.missing and not result.unexpected
     # a mapping works too; a key map returning None drops the key (a per-network filter)
     dst2 = _Tiny(num_classes=9)
-    mapping = {f"{v}.{t}": f"{k}.{t}" for k, v in renamed.items() for t in ("weight", "bias", "running_mean",
-                                                                              "running_var", "num_batches_tracked")}  # fmt: skip
+    tensors = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    mapping = {f"{v}.{t}": f"{k}.{t}" for k, v in renamed.items() for t in tensors}
     with pytest.warns(UserWarning, match=r"2 of the 7 tensors of _Tiny are not loaded .*missing keys: fc\.weight"):
         result = load_pretrained(
             dst2, file_state, key_map=lambda k: None if k.startswith("head.") else mapping.get(k, k), min_match=0.5
         )
-    assert result.loaded == ["conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var",
-                             "bn.num_batches_tracked"] and result.unexpected == []  # fmt: skip
+    bn = ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]
+    assert result.loaded == ["conv.weight", *bn] and result.unexpected == []
 
 
 def test_prefixes_optional_groups_and_optional_buffers(tmp_path):
@@ -123,8 +123,8 @@ def test_position_matching_only_when_opted_in(tmp_path):
     with pytest.raises(ValueError, match="'name' or 'position'"):
         load_pretrained(_Tiny(), tmp_path / "anonymous.pt", match="order")
     # the networks expose the opt-in as weights_match
-    torch.save({f"t{i:03d}": v for i, v in enumerate(create_backbone("resnet18").net.state_dict().values())
-                if v.is_floating_point()}, tmp_path / "resnet_anon.pt")  # fmt: skip
+    values = [v for v in create_backbone("resnet18").net.state_dict().values() if v.is_floating_point()]
+    torch.save({f"t{i:03d}": v for i, v in enumerate(values)}, tmp_path / "resnet_anon.pt")
     with pytest.raises(ValueError, match="0/100"):
         create_backbone("resnet18", weights=tmp_path / "resnet_anon.pt")
     create_backbone("resnet18", weights=tmp_path / "resnet_anon.pt", weights_match="position")
@@ -165,7 +165,8 @@ def test_adapt_input_conv_for_1_2_and_3_channels():
     x = torch.randn(1, 1, 9, 9, dtype=torch.float64)
     rgb = nn.functional.conv2d(x.repeat(1, 3, 1, 1), w.double())
     for c, adapted in [(1, gray), (2, two)]:  # up to the float32 rounding of the summed kernel
-        torch.testing.assert_close(nn.functional.conv2d(x.repeat(1, c, 1, 1), adapted.double()), rgb, atol=1e-5, rtol=1e-4)
+        out = nn.functional.conv2d(x.repeat(1, c, 1, 1), adapted.double())
+        torch.testing.assert_close(out, rgb, atol=1e-5, rtol=1e-4)
     # a gray stem into an RGB model spreads evenly; 3D kernels work the same way
     assert torch.equal(adapt_input_conv(gray, 3), gray.repeat(1, 3, 1, 1) / 3)
     assert adapt_input_conv(torch.ones(4, 3, 2, 2, 2), 1).shape == (4, 1, 2, 2, 2)
@@ -350,7 +351,10 @@ def test_packaged_imagenet_weights_are_the_same_tensors_as_before():
     encoder = EfficientNetLiteEncoder("lite0", in_channels=3, pretrained=True)
     assert _digest(encoder.state_dict()) == _BEFORE["lite0-encoder"]
     for c in (1, 2, 3):  # the stem adaptation reproduces the old arithmetic bit for bit
-        for model in (EfficientNetLite("lite0", in_channels=c, num_classes=1000), EfficientNetLiteEncoder("lite0", in_channels=c)):
+        for model in (
+            EfficientNetLite("lite0", in_channels=c, num_classes=1000),
+            EfficientNetLiteEncoder("lite0", in_channels=c),
+        ):
             expected = _old_positional_load(model, "lite0")
             load_efficientnet_lite_imagenet(model, "lite0")
             state = model.state_dict()

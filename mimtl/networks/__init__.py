@@ -32,7 +32,11 @@ from mimtl.networks.color import (
     color_module,
     icnr_,
 )
-from mimtl.networks.pretrained import LoadResult, WeightsError, adapt_input_conv, load_pretrained, read_state_dict
+from mimtl.networks.densenet_encoder import (
+    DENSENET_CONFIGS,
+    DenseNetEncoder,
+    torchvision_densenet_key,
+)
 from mimtl.networks.efficientnet_lite import (
     EFFICIENTNET_LITE_PARAMS,
     IMAGENET_LITE_MEAN,
@@ -47,9 +51,23 @@ from mimtl.networks.efficientnet_lite import (
     efficientnet_lite_key_map,
     get_efficientnet_lite_image_size,
 )
-from mimtl.networks.weights import get_efficientnet_lite_weights_path, load_efficientnet_lite_imagenet
-from mimtl.networks.densenet_encoder import DENSENET_CONFIGS, DenseNetEncoder, torchvision_densenet_key
-from mimtl.networks.heatmap_unet import ENCODER_MIN_MATCH, HeatmapUNet, ImageNetResNetEncoder, load_encoder_weights
+from mimtl.networks.heatmap_unet import (
+    ENCODER_MIN_MATCH,
+    HeatmapUNet,
+    ImageNetResNetEncoder,
+    load_encoder_weights,
+)
+from mimtl.networks.pretrained import (
+    LoadResult,
+    WeightsError,
+    adapt_input_conv,
+    load_pretrained,
+    read_state_dict,
+)
+from mimtl.networks.weights import (
+    get_efficientnet_lite_weights_path,
+    load_efficientnet_lite_imagenet,
+)
 
 __all__ = [
     "BACKBONES",

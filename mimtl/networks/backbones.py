@@ -48,7 +48,11 @@ from monai.networks.nets import DenseNet121, ResNet
 from torch import nn
 
 from mimtl.networks.densenet_encoder import torchvision_densenet_key
-from mimtl.networks.efficientnet_lite import EfficientNetLite, _canonical_variant, efficientnet_lite_key_map
+from mimtl.networks.efficientnet_lite import (
+    EfficientNetLite,
+    _canonical_variant,
+    efficientnet_lite_key_map,
+)
 from mimtl.networks.pretrained import load_pretrained, parse_weights
 
 __all__ = [

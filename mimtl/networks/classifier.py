@@ -25,9 +25,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mimtl.networks.backbones import IMAGENET_BACKBONES, _canonical_name, create_backbone
+from mimtl.networks.backbones import (
+    IMAGENET_BACKBONES,
+    _canonical_name,
+    create_backbone,
+)
 from mimtl.networks.color import XRAY_MEAN, XRAY_STD, color_module
-from mimtl.networks.pretrained import NOT_GIVEN, WeightsError, deprecated_alias, load_pretrained, read_state_dict
+from mimtl.networks.pretrained import (
+    NOT_GIVEN,
+    WeightsError,
+    deprecated_alias,
+    load_pretrained,
+    read_state_dict,
+)
 
 __all__ = ["XRAY_MEAN", "XRAY_STD", "ColorizedClassifier", "load_color_module"]
 

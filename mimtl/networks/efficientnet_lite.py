@@ -44,7 +44,7 @@ as ``"efficientnet-lite0"`` ... ``"efficientnet-lite4"`` in MONAI's ``FLEXUNET_B
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -482,7 +482,7 @@ _EFFNET_PYTORCH_BLOCK = {
 
 
 def efficientnet_lite_key_map(model: nn.Module) -> Callable[[str], str | None]:
-    """The key map from efficientnet-pytorch names to ``model``'s, for :func:`~mimtl.networks.pretrained.load_pretrained`.
+    """The key map from efficientnet-pytorch names to ``model``'s (for :func:`~mimtl.networks.load_pretrained`).
 
     The packaged ImageNet files name layers as efficientnet-pytorch does: ``_conv_stem``/``_bn0`` -> ``stem.1``/
     ``stem.2``; ``_blocks.N._expand_conv``/``_bn0``/``_depthwise_conv``/``_bn1``/``_project_conv``/``_bn2`` -> the

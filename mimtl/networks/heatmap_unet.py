@@ -56,7 +56,12 @@ from mimtl.networks import efficientnet_lite as _efficientnet_lite  # noqa: F401
 from mimtl.networks.backbones import _RESNETS, IMAGENET_BACKBONES
 from mimtl.networks.densenet_encoder import torchvision_densenet_key
 from mimtl.networks.efficientnet_lite import EfficientNetLite, efficientnet_lite_key_map
-from mimtl.networks.pretrained import NOT_GIVEN, deprecated_alias, load_pretrained, parse_weights
+from mimtl.networks.pretrained import (
+    NOT_GIVEN,
+    deprecated_alias,
+    load_pretrained,
+    parse_weights,
+)
 
 __all__ = ["ENCODER_MIN_MATCH", "HeatmapUNet", "ImageNetResNetEncoder", "load_encoder_weights"]
 

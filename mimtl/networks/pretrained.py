@@ -120,7 +120,9 @@ def state_dict_key(ckpt: Mapping, path: str | os.PathLike = "checkpoint", key: s
     nested = [k for k, v in ckpt.items() if isinstance(v, Mapping)]
     if key is not None:
         if key not in nested:
-            raise WeightsError(f"checkpoint {os.fspath(path)!r} has no state dict under {key!r}; entries: {sorted(ckpt)}.")
+            raise WeightsError(
+                f"checkpoint {os.fspath(path)!r} has no state dict under {key!r}; entries: {sorted(map(str, ckpt))}."
+            )
         return key
     # a state dict never holds mappings, so a known wrapper entry wins even beside tensors (an "epoch" tensor)
     preferred = next((k for k in WRAPPER_KEYS if k in nested), None)
@@ -197,8 +199,10 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
         ValueError: ``weight`` is not a convolution kernel or ``in_channels < 1``.
     """
     if weight.ndim < 3 or in_channels < 1:
-        raise ValueError(f"expected a convolution kernel (out, in, *k) and in_channels >= 1, got {tuple(weight.shape)}"
-                         f" and {in_channels}.")  # fmt: skip
+        raise ValueError(
+            f"expected a convolution kernel (out, in, *k) and in_channels >= 1, got {tuple(weight.shape)} and "
+            f"{in_channels}."
+        )
     if weight.shape[1] == in_channels:
         return weight
     return weight.sum(dim=1, keepdim=True).repeat(1, in_channels, *([1] * (weight.ndim - 2))) / in_channels
@@ -312,6 +316,50 @@ def _candidate_prefixes(source: Mapping[str, torch.Tensor], prefixes: Sequence[s
     return list(prefixes) or [""]
 
 
+def _attempt(
+    state: Mapping[str, torch.Tensor],
+    target: Mapping[str, torch.Tensor],
+    prefix: str,
+    match: str,
+    mapper: Callable[[str], str | None],
+    stem_key: str | None,
+    groups: tuple[str, ...],
+    source_name: str,
+) -> tuple[LoadResult, dict[str, torch.Tensor]]:
+    """Match the file's tensors under ``prefix`` onto ``target``: what would load, and the tensors to load."""
+    if match == "position":
+        pairs, unexpected = _pairs_by_position(state, target, prefix)
+    else:
+        pairs, unexpected = _pairs_by_name(state, target, prefix, mapper)
+    fitted: dict[str, torch.Tensor] = {}
+    mismatched: dict[str, str] = {}
+    for t, s in pairs.items():
+        value = _fit(state[s], target[t], t == stem_key)
+        if value is None:
+            mismatched[t] = f"{s} {tuple(state[s].shape)} vs {t} {tuple(target[t].shape)}"
+        else:
+            fitted[t] = value
+    skipped: list[str] = []
+    for group in groups:  # all or nothing
+        keys = [k for k in target if k.startswith(group)]
+        if keys and all(k in fitted or k.endswith(OPTIONAL_KEYS) for k in keys):
+            continue
+        skipped += keys
+        for k in keys:
+            fitted.pop(k, None)
+            mismatched.pop(k, None)
+    if groups and match == "name":
+        unexpected = [s for s in unexpected if not (mapper(s[len(prefix) :]) or "").startswith(groups)]
+    result = LoadResult(source_name, prefix=prefix, match=match, skipped=skipped)
+    result.loaded = list(fitted)
+    result.mismatched = list(mismatched.values())
+    not_missing = set(fitted) | set(mismatched) | set(skipped)
+    result.missing = [k for k in target if k not in not_missing and not k.endswith(OPTIONAL_KEYS)]
+    result.unexpected = unexpected
+    result.total = sum(1 for k in target if k not in skipped and not k.endswith(OPTIONAL_KEYS))
+    return result, fitted
+
+
 def load_pretrained(
     module: nn.Module,
     weights: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -381,52 +429,24 @@ def load_pretrained(
     mapper = _as_key_map(key_map)
     if stem_key is None:
         stem_key = next((k for k, v in target.items() if k.endswith("weight") and v.ndim >= 3), None)
-    groups = tuple(optional_groups)
-
-    def attempt(prefix: str) -> tuple[LoadResult, dict[str, torch.Tensor]]:
-        if match == "position":
-            pairs, unexpected = _pairs_by_position(state, target, prefix)
-        else:
-            pairs, unexpected = _pairs_by_name(state, target, prefix, mapper)
-        fitted: dict[str, torch.Tensor] = {}
-        mismatched: dict[str, str] = {}
-        for t, s in pairs.items():
-            value = _fit(state[s], target[t], adapt_stem and t == stem_key)
-            if value is None:
-                mismatched[t] = f"{s} {tuple(state[s].shape)} vs {t} {tuple(target[t].shape)}"
-            else:
-                fitted[t] = value
-        skipped: list[str] = []
-        for group in groups:  # all or nothing
-            keys = [k for k in target if k.startswith(group)]
-            if keys and all(k in fitted or k.endswith(OPTIONAL_KEYS) for k in keys):
-                continue
-            skipped += keys
-            for k in keys:
-                fitted.pop(k, None)
-                mismatched.pop(k, None)
-        if groups and match == "name":
-            unexpected = [s for s in unexpected if not (mapper(s[len(prefix) :]) or "").startswith(groups)]
-        result = LoadResult(source_name, prefix=prefix, match=match, skipped=skipped)
-        result.loaded = list(fitted)
-        result.mismatched = list(mismatched.values())
-        result.missing = [
-            k for k in target if k not in fitted and k not in mismatched and k not in skipped
-            and not k.endswith(OPTIONAL_KEYS)
-        ]  # fmt: skip
-        result.unexpected = unexpected
-        result.total = sum(1 for k in target if k not in skipped and not k.endswith(OPTIONAL_KEYS))
-        return result, fitted
-
     candidates = _candidate_prefixes(state, prefixes)
     if match == "position":
         candidates = candidates[:1]
-    best, fitted = attempt(candidates[0])
+    stem = stem_key if adapt_stem else None
+    best, fitted = _attempt(state, target, candidates[0], match, mapper, stem, tuple(optional_groups), source_name)
     for prefix in candidates[1:]:
-        result, tensors = attempt(prefix)
-        if result.n_loaded > best.n_loaded:
+        result, tensors = _attempt(state, target, prefix, match, mapper, stem, tuple(optional_groups), source_name)
+        if result.n_loaded > best.n_loaded:  # the shortest prefix wins a tie (candidates come shortest first)
             best, fitted = result, tensors
+    _raise_or_warn(best, state, min_match, ignore_unexpected, name, hint)
+    module.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in fitted.items()}, strict=False)
+    return best
 
+
+def _raise_or_warn(
+    best: LoadResult, state: Mapping[str, torch.Tensor], min_match: float, ignore_unexpected: bool, name: str, hint: str
+) -> None:
+    """The policy of :func:`load_pretrained`: raise below ``min_match`` or on unexpected keys, else warn on gaps."""
     not_loaded = best.total - best.n_loaded
     problems = []
     if best.missing:
@@ -439,18 +459,17 @@ def load_pretrained(
         where = f"under {best.prefix!r}" if best.prefix else "at top level"
         needed = "; all needed" if min_match >= 1 else f"; {min_match:.0%} needed" if min_match > 0 else ""
         raise WeightsError(
-            f"cannot load {source_name!r} into {name}: {best.n_loaded}/{best.total} of its tensors matched by "
-            f"{match} ({where}{needed}). " + ("; ".join(problems) + ". " if problems else "")
-            + f"Keys in the file: {_examples(list(state))}." + (f" {hint}" if hint else "")
-        )  # fmt: skip
+            f"cannot load {best.source!r} into {name}: {best.n_loaded}/{best.total} of its tensors matched by "
+            f"{best.match} ({where}{needed}). " + ("; ".join(problems) + ". " if problems else "")
+            + f"Keys in the file: {_examples(list(state))}."
+            + (f" {hint}" if hint else "")
+        )
     if not_loaded:
         warnings.warn(
-            f"{source_name!r}: {not_loaded} of the {best.total} tensors of {name} are not loaded and keep their "
+            f"{best.source!r}: {not_loaded} of the {best.total} tensors of {name} are not loaded and keep their "
             f"initialisation: " + "; ".join(problems),
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_pretrained
         )
-    module.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in fitted.items()}, strict=False)
-    return best
 
 
 # ------------------------------------------------------------------------------------------------ the option

@@ -117,8 +117,9 @@ def load_efficientnet_lite_imagenet(model: nn.Module, variant: str = "lite0", st
         hint=f"Expected an EfficientNet-{variant} with batch norm.",
     )
     if result.skipped:
+        shape = tuple(model.state_dict()[result.skipped[0]].shape)
         warnings.warn(
-            f"EfficientNet-{variant} ImageNet weights: the classifier ({tuple(model.state_dict()[result.skipped[0]].shape)}) "
+            f"EfficientNet-{variant} ImageNet weights: the classifier ({shape}) "
             f"is not the 1000-class ImageNet one; it is not loaded and keeps its fresh initialisation.",
             stacklevel=2,
         )
