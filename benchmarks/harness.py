@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import io
 import json
 import os
@@ -477,41 +478,104 @@ def compare_inference_paths(
         if name == "torch_compile" and not compile:
             results[name] = {"status": "skipped", "reason": "torch.compile disabled (compile=False / --no-compile)"}
         else:
-            try:
-                t0 = time.perf_counter()
-                with time_limit(compile_timeout_s if name == "torch_compile" else None):
-                    fn, xin, precision = build_path(name, model, x)
-                    with torch.inference_mode():
-                        for _ in range(max(1, warmup)):
-                            out = _first_tensor(fn(xin)).float().cpu()
-                    _sync(device)
-                setup_s = time.perf_counter() - t0
-            except Exception as exc:  # noqa: BLE001 -- a failing path is a result, not a crash
-                results[name] = {"status": "error", "error": error_text(exc)}
-            else:
-                if name == BASELINE_PATH:
-                    reference = out
-                same = reference is not None and reference.shape == out.shape
-                results[name] = {
-                    "status": "ok",
-                    "precision": precision,
-                    "setup_s": setup_s,
-                    "max_abs_diff": float((out - reference).abs().max()) if same else None,
-                    "round_median_s": [],
-                }
-                runners[name] = (fn, xin)
+            results[name], runner, out = _set_up_path(name, model, x, reference, compile_timeout_s, warmup, device)
+            if runner is not None:
+                runners[name] = runner
+            if name == BASELINE_PATH:
+                reference = out
         bar.update()
-    for _ in range(rounds):  # interleaved timing
+    _time_interleaved(runners, results, rounds, batch_size, min_time / rounds, min_iters, device, bar)
+    bar.close()
+    runners.clear()
+    _summarise_paths(results, batch_size, flop, matmul, device)
+    return {
+        "model": type(model).__name__,
+        "input_shape": list(input_shape),
+        "batch_size": batch_size,
+        "forward_flop": flop,
+        "baseline": BASELINE_PATH,
+        "rounds": rounds,
+        "reference_max_abs": float(reference.abs().max()) if reference is not None else None,
+        "matmul_flops_per_s": matmul,
+        "paths": results,
+    }
+
+
+def _set_up_path(
+    name: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    reference: torch.Tensor | None,
+    compile_timeout_s: float | None,
+    warmup: int,
+    device: torch.device,
+) -> tuple[dict[str, Any], tuple[Callable, torch.Tensor] | None, torch.Tensor | None]:
+    """Build one path and call it ``warmup`` times (at least once).
+
+    Returns its results entry, its ``(callable, input)`` for timing and its output as fp32 on
+    the CPU; a path that fails is an ``"error"`` entry with no callable and no output.
+    ``max_abs_diff`` is against ``reference`` (the baseline's output; the baseline is its own).
+    """
+    try:
+        t0 = time.perf_counter()
+        with time_limit(compile_timeout_s if name == "torch_compile" else None):
+            fn, xin, precision = build_path(name, model, x)
+            with torch.inference_mode():
+                for _ in range(max(1, warmup)):
+                    out = _first_tensor(fn(xin)).float().cpu()
+            _sync(device)
+        setup_s = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 -- a failing path is a result, not a crash
+        return {"status": "error", "error": error_text(exc)}, None, None
+    if name == BASELINE_PATH:
+        reference = out
+    same = reference is not None and reference.shape == out.shape
+    entry = {
+        "status": "ok",
+        "precision": precision,
+        "setup_s": setup_s,
+        "max_abs_diff": float((out - reference).abs().max()) if same else None,
+        "round_median_s": [],
+    }
+    return entry, (fn, xin), out
+
+
+def _time_interleaved(
+    runners: Mapping[str, tuple[Callable, torch.Tensor]],
+    results: dict[str, dict[str, Any]],
+    rounds: int,
+    batch_size: int,
+    min_time: float,
+    min_iters: int,
+    device: torch.device,
+    bar: Any,
+) -> None:
+    """Time every built path once per round, ``min_time`` seconds each, so drift and load hit all alike.
+
+    Appends each round's median call time to ``results[name]["round_median_s"]`` and counts ``iters``.
+    """
+    for _ in range(rounds):
         for name, (fn, xin) in runners.items():
             bar.set_postfix_str(name)
             t = measure_throughput(
-                fn, xin, batch_size=batch_size, warmup=1, min_time=min_time / rounds, min_iters=min_iters, device=device
+                fn, xin, batch_size=batch_size, warmup=1, min_time=min_time, min_iters=min_iters, device=device
             )
             results[name]["round_median_s"].append(t["median_s"])
             results[name]["iters"] = results[name].get("iters", 0) + t["iters"]
             bar.update()
-    bar.close()
-    runners.clear()
+
+
+def _summarise_paths(
+    results: dict[str, dict[str, Any]],
+    batch_size: int,
+    flop: int,
+    matmul: dict[str, float],
+    device: torch.device,
+) -> None:
+    """Add items/s, FLOP/s, the fraction of matmul FLOP/s and the speedup vs the baseline to each entry.
+
+    A precision missing from ``matmul`` is measured here and added to it.
+    """
     base = results[BASELINE_PATH]
     for entry in results.values():
         if entry["status"] != "ok":
@@ -528,17 +592,6 @@ def compare_inference_paths(
             if base["status"] == "ok"
             else None
         )
-    return {
-        "model": type(model).__name__,
-        "input_shape": list(input_shape),
-        "batch_size": batch_size,
-        "forward_flop": flop,
-        "baseline": BASELINE_PATH,
-        "rounds": rounds,
-        "reference_max_abs": float(reference.abs().max()) if reference is not None else None,
-        "matmul_flops_per_s": matmul,
-        "paths": results,
-    }
 
 
 # ----------------------------------------------------------------------------- training
@@ -580,8 +633,6 @@ def compare_trainer_vs_loop(
     trainer steps/s divided by loop steps/s.  ``max_param_diff`` compares the weights both
     sides end with in the last round (they do the same arithmetic, so it should be ~0).
     """
-    from monai.engines import SupervisedTrainer
-    from monai.utils import CommonKeys
     from tqdm.auto import tqdm
 
     if rounds < 1 or not batches:
@@ -590,43 +641,13 @@ def compare_trainer_vs_loop(
     data = [_as_dict_batch(b) for b in batches]
     template = copy.deepcopy(model)
     kwargs = dict(trainer_kwargs or {})
-
-    def run_loop() -> tuple[float, int, torch.nn.Module]:
-        net = copy.deepcopy(template).to(device).train()
-        opt = optimizer_factory(net.parameters())
-        steps = 0
-        t0 = time.perf_counter()
-        for b in data:
-            x, y = b[CommonKeys.IMAGE].to(device), b[CommonKeys.LABEL].to(device)
-            opt.zero_grad()
-            loss = loss_function(net(x), y)
-            loss.backward()
-            opt.step()
-            steps += 1
-        _sync(device)
-        return time.perf_counter() - t0, steps, net
-
-    def run_trainer() -> tuple[float, int, torch.nn.Module]:
-        net = copy.deepcopy(template).to(device)
-        opt = optimizer_factory(net.parameters())
-        trainer = SupervisedTrainer(
-            device=device,
-            max_epochs=1,
-            train_data_loader=data,
-            epoch_length=len(data),
-            network=net,
-            optimizer=opt,
-            loss_function=loss_function,
-            **kwargs,
-        )
-        t0 = time.perf_counter()
-        trainer.run()
-        _sync(device)
-        return time.perf_counter() - t0, int(trainer.state.iteration), net
-
-    sides = {"trainer": run_trainer, "loop": run_loop}
+    setup = (template, data, loss_function, optimizer_factory, device)
+    sides = {
+        "trainer": functools.partial(_trainer_epoch, *setup, kwargs),
+        "loop": functools.partial(_loop_epoch, *setup),
+    }
     for _ in range(warmup_rounds):
-        run_trainer(), run_loop()
+        sides["trainer"](), sides["loop"]()
     times: dict[str, list[float]] = {"trainer": [], "loop": []}
     steps: dict[str, int] = {}
     nets: dict[str, torch.nn.Module] = {}
@@ -656,6 +677,63 @@ def compare_trainer_vs_loop(
         "times_s": times,
         "max_param_diff": max(diffs, default=0.0),
     }
+
+
+def _loop_epoch(
+    template: torch.nn.Module,
+    data: Sequence[Mapping[str, torch.Tensor]],
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer_factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    device: torch.device,
+) -> tuple[float, int, torch.nn.Module]:
+    """One epoch of the minimal PyTorch loop on a fresh copy of ``template``: (seconds, steps, trained net)."""
+    from monai.utils import CommonKeys
+
+    net = copy.deepcopy(template).to(device).train()
+    opt = optimizer_factory(net.parameters())
+    steps = 0
+    t0 = time.perf_counter()
+    for b in data:
+        x, y = b[CommonKeys.IMAGE].to(device), b[CommonKeys.LABEL].to(device)
+        opt.zero_grad()
+        loss = loss_function(net(x), y)
+        loss.backward()
+        opt.step()
+        steps += 1
+    _sync(device)
+    return time.perf_counter() - t0, steps, net
+
+
+def _trainer_epoch(
+    template: torch.nn.Module,
+    data: Sequence[Mapping[str, torch.Tensor]],
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer_factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    device: torch.device,
+    trainer_kwargs: Mapping[str, Any],
+) -> tuple[float, int, torch.nn.Module]:
+    """One epoch of ``SupervisedTrainer`` on a fresh copy of ``template``: (seconds, steps, trained net).
+
+    Building the trainer is not timed; ``trainer.run()`` is.
+    """
+    from monai.engines import SupervisedTrainer
+
+    net = copy.deepcopy(template).to(device)
+    opt = optimizer_factory(net.parameters())
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=1,
+        train_data_loader=data,
+        epoch_length=len(data),
+        network=net,
+        optimizer=opt,
+        loss_function=loss_function,
+        **trainer_kwargs,
+    )
+    t0 = time.perf_counter()
+    trainer.run()
+    _sync(device)
+    return time.perf_counter() - t0, int(trainer.state.iteration), net
 
 
 # ----------------------------------------------------------------------------- bundles
@@ -694,20 +772,13 @@ def compare_bundle_inference(
     the evaluator's data-loader batch size unless ``batch_size`` is given.  The two
     alternate for ``rounds`` rounds after ``warmup_rounds``; ratios are medians of e2e/bare.
     """
-    from monai.bundle import ConfigWorkflow
     from ignite.engine import Events
     from tqdm.auto import tqdm
 
     bundle_dir = Path(bundle_dir).resolve()
     config_file = _bundle_config(bundle_dir, "inference")
     meta_file = bundle_dir / "configs" / "metadata.json"
-    workflow = ConfigWorkflow(
-        config_file=str(config_file),
-        meta_file=str(meta_file),
-        workflow_type="infer",
-        **{"bundle_root": str(bundle_dir), **dict(overrides or {})},
-    )
-    workflow.initialize()
+    workflow = _infer_workflow(bundle_dir, config_file, meta_file, overrides)
     evaluator = workflow.evaluator
     device = torch.device(workflow.device)
 
@@ -717,20 +788,11 @@ def compare_bundle_inference(
     if batch_size is None:
         batch_size = getattr(loader, "batch_size", None) or 1
     if input_shape is None:
-        image_format = json.loads(meta_file.read_text())["network_data_format"]["inputs"]["image"]
-        input_shape = [image_format["num_channels"], *image_format["spatial_shape"]]
+        input_shape = _metadata_input_shape(meta_file)
     if not all(isinstance(s, int) for s in input_shape):
         raise ValueError(f"metadata input shape {input_shape} is not all integers; pass input_shape=")
     x = torch.randn((batch_size, *input_shape), device=device)
-    # bare = the evaluator's own network through its own inferer (same precision and memory
-    # format as end-to-end), on tensors already in memory: no files, transforms or handlers
-    network, inferer = evaluator.network.eval(), evaluator.inferer
-    cuda_amp = bool(getattr(evaluator, "amp", False)) and device.type == "cuda"  # MONAI autocasts on CUDA only
-
-    def bare_fn(inp: torch.Tensor) -> Any:
-        with torch.autocast("cuda", enabled=cuda_amp):
-            return inferer(inp, network)
-
+    bare_fn = _bare_forward(evaluator, device)
     epoch_t: dict[str, float] = {}
     evaluator.add_event_handler(Events.EPOCH_STARTED, lambda _: epoch_t.update(start=time.perf_counter()))
     evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda _: epoch_t.update(end=time.perf_counter()))
@@ -765,6 +827,41 @@ def compare_bundle_inference(
     }
 
 
+def _infer_workflow(bundle_dir: Path, config_file: Path, meta_file: Path, overrides: Mapping[str, Any] | None) -> Any:
+    """The bundle's ``ConfigWorkflow(workflow_type="infer")``, ``bundle_root`` set, overrides applied, initialised."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=str(config_file),
+        meta_file=str(meta_file),
+        workflow_type="infer",
+        **{"bundle_root": str(bundle_dir), **dict(overrides or {})},
+    )
+    workflow.initialize()
+    return workflow
+
+
+def _metadata_input_shape(meta_file: Path) -> list[Any]:
+    """``[num_channels, *spatial_shape]`` of the bundle metadata's ``network_data_format.inputs.image``."""
+    image_format = json.loads(meta_file.read_text())["network_data_format"]["inputs"]["image"]
+    return [image_format["num_channels"], *image_format["spatial_shape"]]
+
+
+def _bare_forward(evaluator: Any, device: torch.device) -> Callable[[torch.Tensor], Any]:
+    """The evaluator's own network through its own inferer, on a tensor already in memory.
+
+    Same precision and memory format as end-to-end, but no files, transforms or handlers.
+    """
+    network, inferer = evaluator.network.eval(), evaluator.inferer
+    cuda_amp = bool(getattr(evaluator, "amp", False)) and device.type == "cuda"  # MONAI autocasts on CUDA only
+
+    def bare_fn(inp: torch.Tensor) -> Any:
+        with torch.autocast("cuda", enabled=cuda_amp):
+            return inferer(inp, network)
+
+    return bare_fn
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -785,13 +882,28 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str) -> 
 
 def results_to_markdown(results: Mapping[str, Any]) -> str:
     """Markdown tables for a :func:`run_all` results dict (machine, matmul, paths, trainer, bundles)."""
-    m, settings = results.get("machine", {}), results.get("settings", {})
+    settings = results.get("settings", {})
+    lines = _machine_markdown(results)
+    if results.get("matmul"):
+        lines += _matmul_markdown(results["matmul"])
+    if results.get("inference"):
+        lines += _inference_markdown(results["inference"], settings)
+    if results.get("trainer_vs_loop"):
+        lines += _trainer_markdown(results["trainer_vs_loop"], settings)
+    lines += _bundles_markdown(results.get("bundles", {}))
+    return "\n".join(lines)
+
+
+def _machine_markdown(results: Mapping[str, Any]) -> list[str]:
+    """The run's heading and a table of the command, date, CPU, threads, versions and other load."""
+    m = results.get("machine", {})
     load = m.get("load") or {}
     share = load.get("other_cpu_share")
     rows = [
         ("command", f"`{results.get('command', '')}`"),
         ("date (UTC) / runtime", f"{m.get('date', '?')} / {_f(results.get('runtime_s'), '.0f')} s"),
-        ("CPU", f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} logical CPUs, {' '.join(m.get('cpu_flags', []))}"),
+        ("CPU", f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} logical CPUs, "
+                f"{' '.join(m.get('cpu_flags', []))}"),
         ("threads", f"torch {m.get('torch_threads', '?')} (inter-op {m.get('torch_interop_threads', '?')})"),
     ]
     if "torch_cpu_capability" in m:  # recorded since the harness moved to benchmarks/
@@ -807,71 +919,69 @@ def results_to_markdown(results: Mapping[str, Any]) -> str:
             f"{_f(None if share is None else 100 * share, '.0f')} % of all CPU time; 1-min load average "
             f"{_f(load.get('loadavg_1min_start'), '.2f')} → {_f(load.get('loadavg_1min_end'), '.2f')}",
         ))
-    lines = [f"### Run `{results.get('name', '?')}`", "", *_table(("", ""), rows, "ll")]
+    return [f"### Run `{results.get('name', '?')}`", "", *_table(("", ""), rows, "ll")]
 
-    if results.get("matmul"):
-        lines += ["#### Matmul FLOP/s (square `torch.matmul`, median)", ""]
-        rows = [(r["dtype"], r["n"], _f(r["gflops_per_s"], ".1f")) for r in results["matmul"].values()]
-        lines += _table(("dtype", "n", "GFLOP/s"), rows, "lrr")
 
-    inf = results.get("inference")
-    if inf:
-        lines += [
-            f"#### Inference paths: {settings.get('inference_model', inf['model'])}, input "
-            f"{'×'.join(map(str, inf['input_shape']))}, batch {inf['batch_size']}, "
-            f"{_f(inf['forward_flop'] / 1e9, '.2f')} GFLOP per batch",
-            "",
-        ]
-        rows = []
-        for name, r in inf["paths"].items():
-            if r["status"] != "ok":
-                rows.append((name, f"{r['status']}: {(r.get('error') or r.get('reason') or '')[:160]}", *[""] * 5))
-                continue
-            rows.append((
-                name, _f(r["items_per_s"], ".2f"), f"**{_f(r['speedup'], '.2f')}×**", _f(r["max_abs_diff"], ".2g"),
-                _f(r["flops_per_s"] / 1e9, ".1f"), f"{_f(100 * r['matmul_fraction'], '.0f')} %",
-                _f(r["setup_s"], ".1f"),
-            ))
-        header = ("path", "items/s", "speedup vs eager fp32 NCHW", "max abs diff", "GFLOP/s",
-                  "% of matmul FLOP/s (same precision)", "setup s")
-        lines += _table(header, rows, "lrrrrrr")
+def _matmul_markdown(matmul: Mapping[str, Any]) -> list[str]:
+    rows = [(r["dtype"], r["n"], _f(r["gflops_per_s"], ".1f")) for r in matmul.values()]
+    return ["#### Matmul FLOP/s (square `torch.matmul`, median)", "", *_table(("dtype", "n", "GFLOP/s"), rows, "lrr")]
 
-    tr = results.get("trainer_vs_loop")
-    if tr:
-        model_name = settings.get("trainer_model", tr.get("model"))
-        lines += [f"#### SupervisedTrainer vs minimal PyTorch loop: {model_name}", ""]
-        if "error" in tr:
-            lines += [f"Error: `{tr['error']}`", ""]
-        else:
-            header = ("steps/round", "rounds", "trainer steps/s", "loop steps/s", "ratio trainer/loop (median)",
-                      "range over rounds", "max param diff")
-            row = (
-                tr["steps"]["loop"], tr["rounds"], _f(tr["trainer_steps_per_s"], ".2f"),
-                _f(tr["loop_steps_per_s"], ".2f"),
-                f"**{_f(tr['ratio'], '.3f')}**", f"{_f(min(tr['ratios']), '.3f')}–{_f(max(tr['ratios']), '.3f')}",
-                _f(tr["max_param_diff"], ".2g"),
-            )
-            lines += _table(header, [row], "rrrrrrr")
 
-    bundles = results.get("bundles", {})
-    lines += ["#### Bundles: end-to-end inference vs bare forward", ""]
+def _inference_markdown(inf: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"#### Inference paths: {settings.get('inference_model', inf['model'])}, input "
+        f"{'×'.join(map(str, inf['input_shape']))}, batch {inf['batch_size']}, "
+        f"{_f(inf['forward_flop'] / 1e9, '.2f')} GFLOP per batch",
+        "",
+    ]
+    rows = []
+    for name, r in inf["paths"].items():
+        if r["status"] != "ok":
+            rows.append((name, f"{r['status']}: {(r.get('error') or r.get('reason') or '')[:160]}", *[""] * 5))
+            continue
+        rows.append((
+            name, _f(r["items_per_s"], ".2f"), f"**{_f(r['speedup'], '.2f')}×**", _f(r["max_abs_diff"], ".2g"),
+            _f(r["flops_per_s"] / 1e9, ".1f"), f"{_f(100 * r['matmul_fraction'], '.0f')} %",
+            _f(r["setup_s"], ".1f"),
+        ))
+    header = ("path", "items/s", "speedup vs eager fp32 NCHW", "max abs diff", "GFLOP/s",
+              "% of matmul FLOP/s (same precision)", "setup s")
+    return lines + _table(header, rows, "lrrrrrr")
+
+
+def _trainer_markdown(tr: Mapping[str, Any], settings: Mapping[str, Any]) -> list[str]:
+    model_name = settings.get("trainer_model", tr.get("model"))
+    lines = [f"#### SupervisedTrainer vs minimal PyTorch loop: {model_name}", ""]
+    if "error" in tr:
+        return lines + [f"Error: `{tr['error']}`", ""]
+    header = ("steps/round", "rounds", "trainer steps/s", "loop steps/s", "ratio trainer/loop (median)",
+              "range over rounds", "max param diff")
+    row = (
+        tr["steps"]["loop"], tr["rounds"], _f(tr["trainer_steps_per_s"], ".2f"),
+        _f(tr["loop_steps_per_s"], ".2f"),
+        f"**{_f(tr['ratio'], '.3f')}**", f"{_f(min(tr['ratios']), '.3f')}–{_f(max(tr['ratios']), '.3f')}",
+        _f(tr["max_param_diff"], ".2g"),
+    )
+    return lines + _table(header, [row], "rrrrrrr")
+
+
+def _bundles_markdown(bundles: Mapping[str, Any]) -> list[str]:
+    lines = ["#### Bundles: end-to-end inference vs bare forward", ""]
     if not bundles.get("results"):
-        lines += [f"_{bundles.get('note', 'not measured')}_ (searched `{bundles.get('searched', '')}`).", ""]
-    else:
-        rows = []
-        for b in bundles["results"]:
-            if "error" in b:
-                rows.append((b["bundle"], f"error: {b['error'][:160]}", *[""] * 6))
-                continue
-            rows.append((
-                b["bundle"], b["batch_size"], "×".join(map(str, b["input_shape"])), _f(b["e2e_items_per_s"], ".2f"),
-                _f(b["e2e_epoch_items_per_s"], ".2f"), _f(b["bare_items_per_s"], ".2f"), f"**{_f(b['ratio'], '.3f')}**",
-                _f(b["ratio_epoch"], ".3f"),
-            ))
-        header = ("bundle", "batch", "input", "e2e items/s", "e2e, epoch only", "bare forward items/s",
-                  "ratio e2e/bare", "ratio, epoch only")
-        lines += _table(header, rows, "lrlrrrrr")
-    return "\n".join(lines)
+        return lines + [f"_{bundles.get('note', 'not measured')}_ (searched `{bundles.get('searched', '')}`).", ""]
+    rows = []
+    for b in bundles["results"]:
+        if "error" in b:
+            rows.append((b["bundle"], f"error: {b['error'][:160]}", *[""] * 6))
+            continue
+        rows.append((
+            b["bundle"], b["batch_size"], "×".join(map(str, b["input_shape"])), _f(b["e2e_items_per_s"], ".2f"),
+            _f(b["e2e_epoch_items_per_s"], ".2f"), _f(b["bare_items_per_s"], ".2f"), f"**{_f(b['ratio'], '.3f')}**",
+            _f(b["ratio_epoch"], ".3f"),
+        ))
+    header = ("bundle", "batch", "input", "e2e items/s", "e2e, epoch only", "bare forward items/s",
+              "ratio e2e/bare", "ratio, epoch only")
+    return lines + _table(header, rows, "lrlrrrrr")
 
 
 def update_markdown(path: str | os.PathLike, markdown: str) -> None:
@@ -928,8 +1038,6 @@ def run_all(
     ``bundles_dir/*/configs/inference.*``.  ``quick`` shrinks every size (a small DenseNet at
     3x64x64, batch 2) and skips ``torch.compile``.
     """
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import DenseNet, DenseNet121, UNet
     from tqdm.auto import tqdm
 
     if threads:
@@ -938,20 +1046,7 @@ def run_all(
     name = "quick" if quick else "full"
     s = _SUITE_SIZES[name]
     compile = compile and not quick
-    if bundles is None:
-        bundle_dirs = sorted({p.parent.parent for p in Path(bundles_dir).glob("*/configs/inference.*")})
-        searched = str(bundles_dir)
-        if Path(bundles_dir).resolve().is_relative_to(Path.cwd()):
-            searched = os.path.relpath(bundles_dir)
-    else:
-        bundle_dirs, searched = [Path(b) for b in bundles], "command line"
-    if quick:
-        inference_model = (
-            "DenseNet(spatial_dims=2, in_channels=3, out_channels=5, init_features=16, growth_rate=16, "
-            "block_config=(2, 4, 4))"
-        )
-    else:
-        inference_model = "DenseNet121(spatial_dims=2, in_channels=3, out_channels=5)"
+    bundle_dirs, searched = _find_bundles(bundles, bundles_dir)
     results: dict[str, Any] = {
         "name": name,
         "machine": machine_info(),
@@ -959,7 +1054,7 @@ def run_all(
             "quick": quick,
             "compile": compile,
             "compile_timeout_s": compile_timeout_s,
-            "inference_model": inference_model,
+            "inference_model": _SUITE_INFERENCE_MODELS[name],
             "trainer_model": f"UNet(spatial_dims=2, 1 -> 2 channels, channels=(8, 16, 32, 64), num_res_units=1), "
             f"DiceCELoss, Adam, {s['train_image']}x{s['train_image']}, batch {s['train_batch']}",
             **s,
@@ -969,36 +1064,98 @@ def run_all(
 
     stage_s = results["stage_s"] = {}
     t0 = time.perf_counter()
-    results["matmul"] = {}
-    for dtype_name, dtype in _DTYPES.items():
-        bar.set_postfix_str(f"matmul {dtype_name}")
-        results["matmul"][dtype_name] = measure_matmul_flops(dtype, n=s["matmul_n"], repeat=s["matmul_repeat"])
-        bar.update()
+    results["matmul"] = _suite_matmul(s, bar)
     stage_s["matmul"], t0 = time.perf_counter() - t0, time.perf_counter()
 
     bar.set_postfix_str("inference paths")
+    results["inference"] = _suite_inference(
+        s, quick, compile, compile_timeout_s, {k: r["flops_per_s"] for k, r in results["matmul"].items()}, progress
+    )
+    bar.update()
+    stage_s["inference"], t0 = time.perf_counter() - t0, time.perf_counter()
+
+    bar.set_postfix_str("trainer vs loop")
+    results["trainer_vs_loop"] = _suite_trainer_vs_loop(s, progress)
+    bar.update()
+    stage_s["trainer_vs_loop"], t0 = time.perf_counter() - t0, time.perf_counter()
+
+    results["bundles"] = _suite_bundles(bundle_dirs, searched, s, bundle_overrides, bar, progress)
+    bar.close()
+    stage_s["bundles"] = time.perf_counter() - t0
+
+    results["runtime_s"] = time.perf_counter() - start
+    results["machine"]["load"] = _machine_load(cpu0, load0)
+    return results
+
+
+# How run_all describes its inference model in the settings and docs (built by _suite_inference).
+_SUITE_INFERENCE_MODELS = {
+    "quick": "DenseNet(spatial_dims=2, in_channels=3, out_channels=5, init_features=16, growth_rate=16, "
+    "block_config=(2, 4, 4))",
+    "full": "DenseNet121(spatial_dims=2, in_channels=3, out_channels=5)",
+}
+
+
+def _find_bundles(
+    bundles: Sequence[str | os.PathLike] | None, bundles_dir: str | os.PathLike
+) -> tuple[list[Path], str]:
+    """The bundle folders to measure and where they were found (for the report)."""
+    if bundles is not None:
+        return [Path(b) for b in bundles], "command line"
+    bundle_dirs = sorted({p.parent.parent for p in Path(bundles_dir).glob("*/configs/inference.*")})
+    searched = str(bundles_dir)
+    if Path(bundles_dir).resolve().is_relative_to(Path.cwd()):
+        searched = os.path.relpath(bundles_dir)
+    return bundle_dirs, searched
+
+
+def _suite_matmul(s: Mapping[str, Any], bar: Any) -> dict[str, Any]:
+    """Matmul FLOP/s at every precision of :data:`_DTYPES`."""
+    matmul = {}
+    for dtype_name, dtype in _DTYPES.items():
+        bar.set_postfix_str(f"matmul {dtype_name}")
+        matmul[dtype_name] = measure_matmul_flops(dtype, n=s["matmul_n"], repeat=s["matmul_repeat"])
+        bar.update()
+    return matmul
+
+
+def _suite_inference(
+    s: Mapping[str, Any],
+    quick: bool,
+    compile: bool,
+    compile_timeout_s: float | None,
+    matmul_flops: Mapping[str, float],
+    progress: bool,
+) -> dict[str, Any]:
+    """Every inference path of the suite's DenseNet (see :data:`_SUITE_INFERENCE_MODELS`)."""
+    from monai.networks.nets import DenseNet, DenseNet121
+
     torch.manual_seed(0)
     if quick:
         net = DenseNet(2, 3, 5, init_features=16, growth_rate=16, block_config=(2, 4, 4))
     else:
         net = DenseNet121(spatial_dims=2, in_channels=3, out_channels=5)
-    results["inference"] = compare_inference_paths(
+    inference = compare_inference_paths(
         net,
         (3, s["image"], s["image"]),
         batch_size=s["batch"],
         compile=compile,
         compile_timeout_s=compile_timeout_s,
-        matmul_flops={k: r["flops_per_s"] for k, r in results["matmul"].items()},
+        matmul_flops=matmul_flops,
         rounds=s["inference_rounds"],
         min_time=s["min_time"],
         progress=progress,
     )
     if quick:
-        results["inference"]["paths"]["torch_compile"]["reason"] = "skipped in --quick (compiling takes minutes here)"
-    bar.update()
-    stage_s["inference"], t0 = time.perf_counter() - t0, time.perf_counter()
+        inference["paths"]["torch_compile"]["reason"] = "skipped in --quick (compiling takes minutes here)"
+    return inference
 
-    bar.set_postfix_str("trainer vs loop")
+
+def _suite_trainer_vs_loop(s: Mapping[str, Any], progress: bool) -> dict[str, Any]:
+    """SupervisedTrainer vs loop on a small 2-D UNet with DiceCE and Adam; a failure is recorded."""
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+
     torch.manual_seed(0)
     unet = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2),
                 num_res_units=1)
@@ -1008,7 +1165,7 @@ def run_all(
         for _ in range(s["train_steps"])
     ]
     try:
-        results["trainer_vs_loop"] = compare_trainer_vs_loop(
+        return compare_trainer_vs_loop(
             unet,
             DiceCELoss(to_onehot_y=True, softmax=True),
             lambda params: torch.optim.Adam(params, lr=1e-3),
@@ -1017,38 +1174,46 @@ def run_all(
             progress=progress,
         )
     except Exception as exc:  # noqa: BLE001 -- recorded, the rest of the suite still runs
-        results["trainer_vs_loop"] = {"error": error_text(exc)}
-    bar.update()
-    stage_s["trainer_vs_loop"], t0 = time.perf_counter() - t0, time.perf_counter()
+        return {"error": error_text(exc)}
 
-    results["bundles"] = {"status": "measured" if bundle_dirs else "none", "searched": searched, "results": []}
+
+def _suite_bundles(
+    bundle_dirs: Sequence[Path],
+    searched: str,
+    s: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None,
+    bar: Any,
+    progress: bool,
+) -> dict[str, Any]:
+    """:func:`compare_bundle_inference` for every bundle; a failing bundle is recorded."""
+    out: dict[str, Any] = {"status": "measured" if bundle_dirs else "none", "searched": searched, "results": []}
     if not bundle_dirs:
-        results["bundles"]["note"] = "no bundle shipped yet"
+        out["note"] = "no bundle shipped yet"
         bar.update()
     for bundle_dir in bundle_dirs:
         bar.set_postfix_str(f"bundle {bundle_dir.name}")
         try:
             r = compare_bundle_inference(
-                bundle_dir, overrides=bundle_overrides, min_time=s["bundle_min_time"], progress=progress
+                bundle_dir, overrides=overrides, min_time=s["bundle_min_time"], progress=progress
             )
         except Exception as exc:  # noqa: BLE001
             r = {"bundle": bundle_dir.name, "bundle_dir": str(bundle_dir), "error": error_text(exc)}
-        results["bundles"]["results"].append(r)
+        out["results"].append(r)
         bar.update()
-    bar.close()
-    stage_s["bundles"] = time.perf_counter() - t0
+    return out
 
-    results["runtime_s"] = time.perf_counter() - start
+
+def _machine_load(cpu0: tuple[float, float, float] | None, load0: float) -> dict[str, Any]:
+    """How busy other processes kept the machine since ``cpu0``/``load0`` were taken."""
     cpu1 = _cpu_times()
     other = None
     if cpu0 and cpu1:  # machine busy time minus ours (compile workers that are still running count as "other")
         other = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[2] - cpu0[2])) / (cpu1[1] - cpu0[1])
-    results["machine"]["load"] = {
+    return {
         "loadavg_1min_start": load0,
         "loadavg_1min_end": os.getloadavg()[0],
         "other_cpu_share": other,
     }
-    return results
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
