@@ -159,3 +159,27 @@ def test_monai_verify_metadata_cli_offline(tiny_bundle):
     _edit_meta(tiny_bundle, authors=None)
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "'authors' is a required property" in bad.stderr
+
+
+def test_verify_all_is_offline_and_builds_nothing(tmp_path):
+    """``mimtl verify --all`` on an empty cache with no package index reachable passes and leaves the cache empty."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    env = {
+        **os.environ,
+        "MIMTL_CACHE_DIR": str(cache),
+        "PIP_NO_INDEX": "1",  # any wheel download (the demo data's sources) would fail
+        "PIP_FIND_LINKS": str(tmp_path / "no_wheels"),
+        "MIMTL_WHEELHOUSE": str(tmp_path / "no_wheels"),
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("MIMTL_BUNDLE_PATH", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "mimtl", "verify", "--all"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bundle(s) passed" in done.stdout
+    assert not cache.exists() or not any(cache.rglob("*")), sorted(cache.rglob("*"))[:5]

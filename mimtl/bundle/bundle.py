@@ -15,6 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from mimtl.errors import root_cause  # re-exported: was defined here
+
 __all__ = [
     "BUNDLE_PATH_ENV",
     "Bundle",
@@ -39,23 +41,17 @@ OVERRIDE_BASES = {
     "multi_gpu_evaluate": "evaluate",
 }
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+#: Merged first into every workflow's configs when the bundle has it (the model zoo's common.json):
+#: network, sizes, intensity transforms and decoder settings, said once.
+COMMON_CONFIG = "common"
+#: Configs that stand alone (an experiment drives train runs; it does not build a network itself).
+STANDALONE_CONFIGS = frozenset({"experiment", COMMON_CONFIG})
 #: ConfigWorkflow's ``workflow_type`` for each config name (decides which properties are required).
 WORKFLOW_TYPES = {"inference": "infer", "experiment": None}
 
 
 class BundleError(ValueError):
     """A bundle is missing, malformed, or was asked for something it does not have."""
-
-
-def root_cause(e: BaseException) -> BaseException:
-    """The error worth showing a user from a chain MONAI built by re-raising ``from`` it.
-
-    That is the first mimtl error in the chain (it names the file or key and the reason),
-    else the innermost exception.
-    """
-    while not type(e).__module__.startswith("mimtl") and e.__cause__ is not None:
-        e = e.__cause__
-    return e
 
 
 def shipped_bundles_dir() -> Path | None:
@@ -237,13 +233,19 @@ class Bundle:
         )
 
     def config_files(self, name: str, extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
-        """The config files of workflow ``name``, base first: override files (the evaluate /
-        multi-GPU configs, then ``extra`` files such as another lab's override YAML) merge over it."""
-        base = OVERRIDE_BASES.get(name)
+        """The config files of workflow ``name`` in merge order: ``common`` (when the bundle has
+        one), the base config, then override files (the evaluate / multi-GPU configs, then
+        ``extra`` files such as another lab's override YAML)."""
         for f in extra:
             if not Path(f).is_file():
                 raise BundleError(f"Override config file '{f}' does not exist.")
-        return ([*self.config_files(base)] if base else []) + [self.config_file(name)] + [Path(f) for f in extra]
+        chain = [name]
+        while chain[0] in OVERRIDE_BASES:
+            chain.insert(0, OVERRIDE_BASES[chain[0]])
+        files = [self.config_file(n) for n in chain]
+        if name not in STANDALONE_CONFIGS and COMMON_CONFIG in self.config_names():
+            files.insert(0, self.config_file(COMMON_CONFIG))
+        return files + [Path(f) for f in extra]
 
     def parser(self, name: str, extra: Sequence[str | os.PathLike] = (), **override: Any):
         """A MONAI ConfigParser over the workflow's configs and metadata, with ``bundle_root`` set."""

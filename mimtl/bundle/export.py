@@ -56,7 +56,7 @@ def export_bundle(
         net_id="network_def",
         ckpt_file=str(bundle.weights_path),
         meta_file=str(bundle.meta_file),
-        config_file=str(bundle.config_file(config)),
+        config_file=[str(f) for f in bundle.config_files(config)],  # common.yaml first
         key_in_ckpt=network_key(read_checkpoint(bundle.weights_path), bundle.weights_path) or "",
         input_shape=list(example_input_shape(bundle)),
         bundle_root=str(bundle.path),

@@ -12,6 +12,7 @@ from mimtl.metrics.landmarks import (
     SuccessDetectionRateHandler,
     landmark_summary,
     radial_errors,
+    sdr_handlers,
     success_detection_rate,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "min_calibration_size",
     "per_label_auc",
     "radial_errors",
+    "sdr_handlers",
     "success_detection_rate",
     "youden_thresholds",
 ]

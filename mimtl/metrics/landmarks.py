@@ -13,6 +13,7 @@ Two kinds of "missing" are kept apart, because they mean different things:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -332,3 +333,31 @@ class SuccessDetectionRateHandler(IgniteMetricHandler):
             output_transform=output_transform,
             save_details=save_details,
         )
+
+
+def sdr_handlers(
+    thresholds: Sequence[float], output_transform: Callable = lambda x: x
+) -> dict[str, SuccessDetectionRateHandler]:
+    """One :class:`SuccessDetectionRateHandler` per threshold, named ``sdr_<t>`` (``sdr_2``, ``sdr_2.5``).
+
+    For an evaluator's ``additional_metrics``, so that the SDR radii a config sets
+    (``sdr_thresholds``) are the ones validation and ``metrics.csv`` report, with the names
+    :func:`landmark_summary` uses.
+
+    Example (YAML)::
+
+        additional_metrics:
+          _target_: mimtl.metrics.sdr_handlers
+          thresholds: '@sdr_thresholds'
+          output_transform: "$monai.handlers.from_engine(['pred_coords', 'label_coords'])"
+
+    Raises:
+        ValueError: no thresholds, a threshold that is not a positive number, or two that print alike.
+    """
+    values = [float(t) for t in thresholds]
+    if not values or not all(math.isfinite(t) and t > 0 for t in values):
+        raise ValueError(f"sdr_thresholds must be positive numbers, got {list(thresholds)}.")
+    names = [f"sdr_{t:g}" for t in values]
+    if len(set(names)) != len(names):
+        raise ValueError(f"sdr_thresholds {list(thresholds)} give duplicate metric names {names}.")
+    return {name: SuccessDetectionRateHandler(t, output_transform=output_transform) for name, t in zip(names, values)}

@@ -1,0 +1,60 @@
+"""What the shipped configs say once (common.yaml) reaches every workflow; settings are not dropped between them."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimtl.bundle import load_bundle
+from mimtl.metrics import SuccessDetectionRateHandler, sdr_handlers
+
+WORKFLOWS = ("train", "evaluate", "inference", "multi_gpu_train")
+
+
+@pytest.mark.parametrize("name", ["xray_color_classification", "xray_landmark_detection"])
+def test_common_config_is_merged_first_into_every_workflow(name):
+    bundle = load_bundle(name)
+    for workflow in WORKFLOWS:
+        files = [f.name for f in bundle.config_files(workflow)]
+        assert files[0] == "common.yaml", (workflow, files)
+    assert [f.name for f in bundle.config_files("experiment")] == ["experiment.yaml"]
+
+
+@pytest.mark.parametrize("name", ["xray_color_classification", "xray_landmark_detection"])
+def test_preprocessing_and_network_are_defined_once(name):
+    """Training and inference read the film the same way and build the same network."""
+    bundle = load_bundle(name)
+    common = bundle.config_file("common").read_text()
+    for workflow in ("train", "inference"):
+        text = bundle.config_file(workflow).read_text()
+        for said_once in ("LoadImaged", "network_def:", "ScaleIntensityd", "memory_format=torch.channels_last"):
+            assert said_once in common and said_once not in text, (workflow, said_once)
+    train, infer = bundle.parser("train"), bundle.parser("inference")
+    for key in ("image_size", "channels_last", "network_def::_target_"):
+        assert train[key] == infer[key], key
+
+
+@pytest.mark.parametrize("loss_kind, activation", [("adaptive_wing", None), ("mse", None), ("disc_ce", "sigmoid")])
+def test_landmark_inference_decodes_with_the_activation_of_the_loss(loss_kind, activation):
+    """A disc_ce model outputs logits: inference must decode it through a sigmoid as validation does."""
+    bundle = load_bundle("xray_landmark_detection")
+    for workflow in ("train", "inference"):
+        parser = bundle.parser(workflow, loss_kind=loss_kind)
+        assert parser.get_parsed_content("activation") == activation, workflow
+        assert parser["decode"]["transforms"][0]["activation"] == "@activation", workflow
+
+
+def test_landmark_validation_reports_sdr_at_the_configured_thresholds():
+    bundle = load_bundle("xray_landmark_detection")
+    parser = bundle.parser("train", sdr_thresholds=[10.0, 20.0, 30.0, 40.0])  # the Shenzhen override's px radii
+    metrics = parser.get_parsed_content("validate::additional_metrics")
+    assert list(metrics) == ["sdr_10", "sdr_20", "sdr_30", "sdr_40"]
+    default = load_bundle("xray_landmark_detection").parser("train")
+    assert list(default.get_parsed_content("validate::additional_metrics")) == ["sdr_2", "sdr_2.5", "sdr_3", "sdr_4"]
+
+
+def test_sdr_handlers_names_and_errors():
+    handlers = sdr_handlers([2, 2.5])
+    assert list(handlers) == ["sdr_2", "sdr_2.5"] and all(isinstance(h, SuccessDetectionRateHandler) for h in handlers.values())
+    for bad in ([], [0.0], [-1.0], [float("nan")], [2.0, 2.0]):
+        with pytest.raises(ValueError, match="sdr_thresholds"):
+            sdr_handlers(bad)
