@@ -271,12 +271,10 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_data_adapt(args: argparse.Namespace) -> int:
     from mimtl.bundle import parse_overrides
-    from mimtl.data.adapters import ADAPTERS, adapt
+    from mimtl.data.adapters import adapt
     from mimtl.data.validate import DataValidationError
 
-    if args.name not in ADAPTERS:
-        raise CliError(f"unknown data set '{args.name}'; choose one of {', '.join(ADAPTERS)}.")
-    try:
+    try:  # adapt() resolves aliases (isbi2015, nih, ...) and names the valid choices
         options = parse_overrides(args.option or [])
         datalist = adapt(args.name, args.root, out=args.out, **options)
     except (DataValidationError, ValueError, TypeError) as e:

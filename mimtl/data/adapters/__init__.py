@@ -135,7 +135,9 @@ def adapt(name: str, root: str | os.PathLike, out: str | os.PathLike | None = No
     names = {squeeze(k): k for k in ADAPTERS} | {squeeze(k): v for k, v in ALIASES.items()}
     key = names.get(squeeze(name))
     if key is None:
-        raise ValueError(f"no data set adapter {name!r}; available: {', '.join(ADAPTERS)}.")
+        raise ValueError(
+            f"no data set adapter {name!r}; available: {', '.join(ADAPTERS)} (also: {', '.join(ALIASES)})."
+        )
     function = ADAPTERS[key]
     accepted = [p for p in inspect.signature(function).parameters if p != "root"]
     unknown = sorted(set(options) - set(accepted))
