@@ -339,7 +339,22 @@ def print_summary(results: dict[str, Any]) -> None:
               + (f" ({t['path']}; fastest {t['fastest_path']} x{t['fastest_speedup']:.2f})" if "path" in t else ""))  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+class _Stages:
+    """Where the run's own time goes (``results["stage_s"]``, to plan the next run), and the
+    results written after every stage so that a late failure keeps the earlier numbers."""
+
+    def __init__(self, results: dict[str, Any], out: Path) -> None:
+        self.results, self.out = results, out
+        self.seconds = results["stage_s"] = {}
+        self.t0 = time.perf_counter()
+
+    def done(self, stage: str, write: bool = True) -> None:
+        self.seconds[stage], self.t0 = time.perf_counter() - self.t0, time.perf_counter()
+        if write:
+            _write(self.out, self.results)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / f"{BUNDLE}.json"))
     parser.add_argument("--threads", type=int, default=2)
@@ -354,6 +369,68 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size must be a positive multiple of 32 (the encoder's stride), got {args.size}")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
+    return args
+
+
+def measure_with_test_split(
+    bundle,
+    model: torch.nn.Module,
+    weights: Path | None,
+    args: argparse.Namespace,
+    matmul: dict[str, float],
+    results: dict[str, Any],
+    stages: _Stages,
+    tmp_dir: Path,
+) -> tuple[bool, int]:
+    """Questions 1, 4 and 2 (outputs under ``tmp_dir``): (whether a stage failed, number of landmarks)."""
+    failed = False
+    print("inference paths ...", flush=True)
+    results["inference"] = compare_inference_paths(
+        model, (1, args.size, args.size), batch_size=BATCH_SIZE, compile=not args.no_compile,
+        compile_timeout_s=COMPILE_TIMEOUT_S, matmul_flops=matmul, rounds=args.rounds, min_time=args.min_time,
+        progress=True,
+    )  # fmt: skip
+    stages.done("inference")
+
+    print("points of every path on the demo test split ...", flush=True)
+    eval_dir = tmp_dir / "evaluate"
+    wf = evaluate_workflow(bundle, args.size, str(eval_dir), weights)
+    decoder = {
+        "method": wf.parser.get_parsed_content("decoder"),
+        "sigma": float(wf.parser.get_parsed_content("sigma")),
+        "activation": wf.parser.get_parsed_content("activation"),
+    }
+    images, labels = demo_test_batch(wf)
+    ok_paths = [p for p, r in results["inference"]["paths"].items() if r["status"] == "ok"]
+    results["point_agreement"] = {
+        "n_images": len(images),
+        "n_points": int(torch.isfinite(labels).all(-1).sum()),
+        "tolerance_px": POINT_TOLERANCE_PX,
+        "decoder": decoder,
+        "paths": point_agreement(model, images, labels, ok_paths, decoder),
+    }
+    stages.done("point_agreement")
+
+    print("test MRE on the original films (evaluate workflow, baseline path) ...", flush=True)
+    try:
+        results["test_mre"] = landmark_summary(wf, eval_dir)
+    except Exception as exc:  # noqa: BLE001 -- recorded, the rest still runs
+        results["test_mre"], failed = {"error": error_text(exc)}, True
+    finally:
+        wf.finalize()
+    stages.done("test_mre")
+
+    print("bundle end-to-end ...", flush=True)
+    results["end_to_end"] = end_to_end(
+        bundle.path, args.size, weights, tmp_dir / "inference", rounds=args.rounds, min_time=args.min_time / 3
+    )
+    failed |= any("error" in r for r in results["end_to_end"].values())
+    stages.done("end_to_end")
+    return failed, labels.shape[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     import mimtl
 
@@ -388,65 +465,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     matmul = {k: v["flops_per_s"] for k, v in results["matmul"].items()}
     model = bundle.network("cpu", config="evaluate", weights=weights)
-    failed = False
-    stage_s = results["stage_s"] = {}  # where the run's own time goes, to plan the next one
-    t0 = time.perf_counter()
-
+    stages = _Stages(results, out)
     with tempfile.TemporaryDirectory(prefix="mimtl-landmark-bench-") as tmp:
         tmp_dir = Path(tmp)
-        print("inference paths ...", flush=True)
-        results["inference"] = compare_inference_paths(
-            model, (1, args.size, args.size), batch_size=BATCH_SIZE, compile=not args.no_compile,
-            compile_timeout_s=COMPILE_TIMEOUT_S, matmul_flops=matmul, rounds=args.rounds, min_time=args.min_time,
-            progress=True,
-        )  # fmt: skip
-        stage_s["inference"], t0 = time.perf_counter() - t0, time.perf_counter()
-        _write(out, results)
-
-        print("points of every path on the demo test split ...", flush=True)
-        eval_dir = tmp_dir / "evaluate"
-        wf = evaluate_workflow(bundle, args.size, str(eval_dir), weights)
-        decoder = {
-            "method": wf.parser.get_parsed_content("decoder"),
-            "sigma": float(wf.parser.get_parsed_content("sigma")),
-            "activation": wf.parser.get_parsed_content("activation"),
-        }
-        images, labels = demo_test_batch(wf)
-        ok_paths = [p for p, r in results["inference"]["paths"].items() if r["status"] == "ok"]
-        results["point_agreement"] = {
-            "n_images": len(images),
-            "n_points": int(torch.isfinite(labels).all(-1).sum()),
-            "tolerance_px": POINT_TOLERANCE_PX,
-            "decoder": decoder,
-            "paths": point_agreement(model, images, labels, ok_paths, decoder),
-        }
-        stage_s["point_agreement"], t0 = time.perf_counter() - t0, time.perf_counter()
-        _write(out, results)
-
-        print("test MRE on the original films (evaluate workflow, baseline path) ...", flush=True)
-        try:
-            results["test_mre"] = landmark_summary(wf, eval_dir)
-        except Exception as exc:  # noqa: BLE001 -- recorded, the rest still runs
-            results["test_mre"], failed = {"error": error_text(exc)}, True
-        finally:
-            wf.finalize()
-        stage_s["test_mre"], t0 = time.perf_counter() - t0, time.perf_counter()
-        _write(out, results)
-
-        print("bundle end-to-end ...", flush=True)
-        results["end_to_end"] = end_to_end(
-            bundle.path, args.size, weights, tmp_dir / "inference", rounds=args.rounds, min_time=args.min_time / 3
-        )
-        failed |= any("error" in r for r in results["end_to_end"].values())
-        stage_s["end_to_end"], t0 = time.perf_counter() - t0, time.perf_counter()
-        _write(out, results)
+        failed, num_landmarks = measure_with_test_split(bundle, model, weights, args, matmul, results, stages, tmp_dir)
 
     print("trainer vs loop ...", flush=True)
     try:  # one round more than the others: this ratio's target (0.95) leaves the least room for noise
-        results["trainer_vs_loop"] = trainer_vs_loop(labels.shape[1], args.size, args.rounds + 1)
+        results["trainer_vs_loop"] = trainer_vs_loop(num_landmarks, args.size, args.rounds + 1)
     except Exception as exc:  # noqa: BLE001
         results["trainer_vs_loop"], failed = {"error": error_text(exc)}, True
-    stage_s["trainer_vs_loop"] = time.perf_counter() - t0
+    stages.done("trainer_vs_loop", write=False)
 
     results["targets"] = targets(results)
     results["runtime_s"] = time.perf_counter() - start
