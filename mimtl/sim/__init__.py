@@ -9,6 +9,6 @@ builds and downloads nothing.
 
 from __future__ import annotations
 
-from mimtl.sim.demo import DEMO_TASKS, build_demo, demo_datalist, demo_dir, demo_path, prepare_demo
+from mimtl.sim.demo import DEMO_TASKS, build_demo, demo_datalist, demo_dir, demo_path, is_demo, prepare_demo
 
-__all__ = ["DEMO_TASKS", "build_demo", "demo_datalist", "demo_dir", "demo_path", "prepare_demo"]
+__all__ = ["DEMO_TASKS", "build_demo", "demo_datalist", "demo_dir", "demo_path", "is_demo", "prepare_demo"]

