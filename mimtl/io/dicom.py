@@ -112,9 +112,17 @@ def _first_number(ds: Dataset, keyword: str) -> float | None:
 
 
 def _spacing_pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
-    """(row spacing, column spacing) in mm, or None if absent, zero, negative or malformed."""
+    """(row spacing, column spacing) in mm, or None if absent, zero, negative or malformed.
+
+    A present but unusable value is not skipped silently: it is warned about, naming the file.
+    """
     values = _numbers(ds, keyword)
     if values is None or len(values) != 2 or min(values) <= 0:
+        if keyword in ds and values is not None:
+            filename = getattr(ds, "filename", None) or "<pydicom Dataset>"
+            warnings.warn(
+                f"{filename}: {keyword} {values} is not a pair of positive sizes (mm); ignored", stacklevel=2
+            )
         return None
     return values[0], values[1]
 
@@ -393,7 +401,13 @@ class DicomXrayReader(ImageReader):
         spp = int(ds.get("SamplesPerPixel", 1) or 1)
         photometric = f"{ds.get('PhotometricInterpretation', '') or ''}".strip().upper()
         if spp == 1 and not photometric:
-            photometric = "MONOCHROME2"  # required tag, but MONOCHROME2 is the safe reading if it is missing
+            # A required attribute, and the only one that says which way the gray runs: guessing
+            # MONOCHROME2 would silently feed a MONOCHROME1 film to the model inverted.
+            raise ImageReadError(
+                filename,
+                "has no Photometric Interpretation (0028,0004), so MONOCHROME1 (bright = less dense) "
+                "cannot be told from MONOCHROME2; add the attribute to the file if you know the polarity",
+            )
         if spp != 1 or photometric not in _GRAYSCALE:
             raise ImageReadError(
                 filename,

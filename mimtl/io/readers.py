@@ -20,17 +20,19 @@ Users who call ``LoadImage()`` bare and want the same choice can opt in once wit
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from monai.config import PathLike
 from monai.data import ImageReader, NibabelReader, NumpyReader, PILReader, PydicomReader
 from monai.transforms.io.array import SUPPORTED_READERS
-from monai.utils import optional_import
+from monai.utils import ensure_tuple, optional_import
 
 from mimtl.io.dicom import DicomXrayReader
 from mimtl.io.jsrt import JSRTReader
-from mimtl.io.meta import SimpleITKReader
+from mimtl.io.meta import ImageNotFoundError, ImageReadError, SimpleITKReader
 
 __all__ = ["FORMAT_READERS", "READERS_BY_NAME", "MedicalImageReader", "register_readers"]
 
@@ -60,7 +62,11 @@ class MedicalImageReader(ImageReader):
 
     Each file goes to the first of :data:`FORMAT_READERS` that claims it (``verify_suffix``);
     that reader's errors (an :class:`~mimtl.io.ImageReadError` naming the file and the reason)
-    reach the caller unchanged. They are raised from :meth:`get_data`, not :meth:`read`: when a
+    reach the caller unchanged. MONAI's readers (PIL, nibabel, NumPy, pydicom) raise their
+    libraries' own errors (``UnidentifiedImageError``, ``ImageFileError``, ``OSError: image file is
+    truncated``, ...); those become an :class:`~mimtl.io.ImageReadError` that names the file, the
+    reader and the original error (kept as ``__cause__``), and an empty file is refused by name
+    before any reader opens it. They are raised from :meth:`get_data`, not :meth:`read`: when a
     named reader's ``read`` fails, ``LoadImage`` goes on to try every reader in MONAI's table,
     and one of them could read a file ours refused with other semantics (MONAI's
     ``PydicomReader`` reading a DICOM without mimtl's intensity conventions), or bury the reason
@@ -98,29 +104,62 @@ class MedicalImageReader(ImageReader):
         """True: every name goes to one of the format readers (a series folder to ``PydicomReader``)."""
         return True
 
-    def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> tuple[ImageReader, Any, Exception | None]:
+    def read(
+        self, data: Sequence[PathLike] | PathLike, **kwargs: Any
+    ) -> tuple[ImageReader, Any, Exception | None, Sequence[PathLike] | PathLike]:
         """Read ``data`` with the reader of its format.
 
         Returns:
-            that reader, its image object, and the error it raised (None when it read the file);
-            :meth:`get_data` raises the error (see the class docstring for why).
+            that reader, its image object, the error it raised (None when it read the file) and
+            ``data``; :meth:`get_data` raises the error (see the class docstring for why).
         """
         reader = self.reader_for(data)
         try:
-            return reader, reader.read(data, **kwargs), None
-        except Exception as e:  # re-raised by get_data, unchanged
-            return reader, None, e
+            for name in ensure_tuple(data):
+                _check_file(name)
+            return reader, reader.read(data, **kwargs), None, data
+        except Exception as e:  # re-raised by get_data
+            return reader, None, _named(e, reader, data), data
 
-    def get_data(self, img: tuple[ImageReader, Any, Exception | None]) -> tuple[Any, dict]:
+    def get_data(self, img: tuple[ImageReader, Any, Exception | None, Any]) -> tuple[Any, dict]:
         """The array and metadata, from the reader that read ``img``.
 
         Raises:
-            the format reader's own error, e.g. :class:`~mimtl.io.ImageReadError` naming the file.
+            the format reader's own error, e.g. :class:`~mimtl.io.ImageReadError` naming the file,
+            or an :class:`~mimtl.io.ImageReadError` wrapping a MONAI reader's library error.
         """
-        reader, image, error = img
+        reader, image, error, data = img
         if error is not None:
             raise error
-        return reader.get_data(image)
+        try:
+            return reader.get_data(image)
+        except Exception as e:  # e.g. PIL and nibabel decode lazily: a truncated file fails here
+            raise _named(e, reader, data) from e
+
+
+def _check_file(name: Any) -> None:
+    """Refuse a missing or empty file by name, before a library reports it in its own words."""
+    if not isinstance(name, (str, os.PathLike)):
+        return
+    path = Path(name)
+    if not path.exists():
+        raise ImageNotFoundError(path, "file not found")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+
+
+def _named(error: Exception, reader: ImageReader, data: Any) -> ImageReadError:
+    """``error`` as an :class:`~mimtl.io.ImageReadError` naming the file and the reader (mimtl's own pass)."""
+    if isinstance(error, ImageReadError):
+        return error
+    names = ensure_tuple(data)
+    name = f"{names[0]}" if names else "<image>"
+    message = " ".join(f"{error}".split())[:300]
+    named = ImageReadError(
+        name, f"cannot be read by {type(reader).__name__}, it may be truncated or corrupt ({type(error).__name__}: {message})"
+    )
+    named.__cause__ = error
+    return named
 
 
 def _insert_reader(key: str, reader: type[ImageReader], before: str | None = None) -> None:
