@@ -120,9 +120,7 @@ def _spacing_pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
     if values is None or len(values) != 2 or min(values) <= 0:
         if keyword in ds and values is not None:
             filename = getattr(ds, "filename", None) or "<pydicom Dataset>"
-            warnings.warn(
-                f"{filename}: {keyword} {values} is not a pair of positive sizes (mm); ignored", stacklevel=2
-            )
+            warnings.warn(f"{filename}: {keyword} {values} is not a pair of positive sizes (mm); ignored", stacklevel=2)
         return None
     return values[0], values[1]
 

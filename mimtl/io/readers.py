@@ -156,7 +156,8 @@ def _named(error: Exception, reader: ImageReader, data: Any) -> ImageReadError:
     name = f"{names[0]}" if names else "<image>"
     message = " ".join(f"{error}".split())[:300]
     named = ImageReadError(
-        name, f"cannot be read by {type(reader).__name__}, it may be truncated or corrupt ({type(error).__name__}: {message})"
+        name,
+        f"cannot be read by {type(reader).__name__}, it may be truncated or corrupt ({type(error).__name__}: {message})",
     )
     named.__cause__ = error
     return named
