@@ -152,7 +152,8 @@ class SetPixelSpacingd(MapTransform):
     the datalist wins; without a finite one the reader's spacing stays (DICOM Pixel Spacing, NIfTI
     pixdim); when that is unknown too, ``default`` is used if given (a data set whose films share
     a known spacing their files do not carry, such as the ISBI 2015 BMPs at 0.1 mm), else
-    ``spacing_known`` is False and results are in pixels.
+    ``spacing_known`` is False and results are in pixels. A datalist spacing of zero or below is an
+    error (:class:`~mimtl.errors.DataValidationError`); ``null`` means unknown.
     Run :class:`~mimtl.transforms.StandardizeImageMetad` first.
 
     Args:
@@ -189,6 +190,11 @@ class SetPixelSpacingd(MapTransform):
                 if spacing.size != dims:
                     raise DataValidationError(
                         f"{_filename(image)}: '{self.spacing_key}' has {spacing.size} values, the image {dims} axes."
+                    )
+                if (spacing[np.isfinite(spacing)] <= 0).any():  # null/NaN means unknown; 0 or < 0 is a mistake
+                    raise DataValidationError(
+                        f"{_filename(image)}: '{self.spacing_key}' {spacing.tolist()} must be positive (mm per "
+                        "pixel); use null for an unknown spacing."
                     )
                 if np.isfinite(spacing).all() and (spacing > 0).all():
                     image.meta["spacing"] = spacing
