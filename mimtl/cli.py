@@ -209,6 +209,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mimtl.bundle import BundleError, export_bundle
 
     b = _bundle(args.bundle)
+    if args.format == "monai-config":  # the single-file config monai.bundle.load reads
+        from mimtl.bundle.monai_config import write_monai_configs
+
+        for path in write_monai_configs(b):
+            print(f"wrote {path}")
+        return EXIT_OK
     try:
         out = export_bundle(b, args.format, out=args.out, use_trace=True if args.trace else None)
     except BundleError as e:
@@ -333,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export a bundle's network with its weights")
     s.add_argument("bundle")
-    s.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    s.add_argument("--format", choices=("torchscript", "onnx", "monai-config"), default="torchscript",
+                   help="monai-config: regenerate configs/inference.json (for monai.bundle.load) from the YAML")  # fmt: skip
     s.add_argument("--out", help="output file (default: models/model.ts or models/model.onnx in the bundle)")
     s.add_argument("--trace", action="store_true", help="trace instead of trying to script first")
     s.set_defaults(func=cmd_export)

@@ -58,3 +58,40 @@ def test_sdr_handlers_names_and_errors():
     for bad in ([], [0.0], [-1.0], [float("nan")], [2.0, 2.0]):
         with pytest.raises(ValueError, match="sdr_thresholds"):
             sdr_handlers(bad)
+
+
+@pytest.mark.parametrize("name", ["xray_color_classification", "xray_landmark_detection"])
+def test_monai_bundle_load_returns_the_network_with_its_weights(name, tmp_path, monkeypatch):
+    """MONAI's own loader reads configs/inference.json (generated, checked current) and loads model.pt, offline."""
+    import monai.bundle
+    import torch
+
+    from mimtl.bundle import load_checkpoint
+    from mimtl.bundle.monai_config import stale_monai_configs
+
+    bundle = load_bundle(name)
+    assert stale_monai_configs(bundle) == []
+    monkeypatch.setenv("MIMTL_CACHE_DIR", str(tmp_path / "cache"))
+    net = monai.bundle.load(name=name, bundle_dir=str(bundle.path.parent), workflow_type="inference", device="cpu")
+    expected = load_checkpoint(bundle.weights_path)
+    state = net.state_dict()
+    assert set(state) == set(expected)
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+    assert not (tmp_path / "cache").exists()  # building the network read no data
+
+
+def test_stale_monai_config_is_reported(tmp_path):
+    import shutil
+
+    from mimtl.bundle.monai_config import stale_monai_configs, write_monai_configs
+
+    copy = tmp_path / "xray_landmark_detection"
+    shutil.copytree(load_bundle("xray_landmark_detection").path / "configs", copy / "configs")
+    bundle = load_bundle(copy)
+    common = copy / "configs" / "common.yaml"
+    common.write_text(common.read_text().replace("sigma: 5.0", "sigma: 3.0"))
+    assert stale_monai_configs(bundle) == ["configs/inference.json differs from its YAML sources"]
+    write_monai_configs(bundle)
+    assert stale_monai_configs(bundle) == []
+    (copy / "configs" / "inference.json").unlink()
+    assert stale_monai_configs(bundle) == ["configs/inference.json is missing"]

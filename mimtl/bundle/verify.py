@@ -171,12 +171,22 @@ def check_config_safety(bundle: Bundle) -> CheckResult:
 
 
 #: The checks, in the order they run. Later checks need the earlier ones' files.
+def check_monai_config(bundle: Bundle) -> CheckResult:
+    """``configs/inference.json`` (what ``monai.bundle.load`` reads) matches the YAML it is generated from."""
+    from mimtl.bundle.monai_config import stale_monai_configs
+
+    stale = stale_monai_configs(bundle)
+    fix = f"; regenerate with `mimtl export {bundle.name} --format monai-config`"
+    return CheckResult("MONAI loader config", not stale, "; ".join(stale) + fix if stale else "configs/inference.json current")
+
+
 VERIFY_CHECKS: dict[str, Callable[[Bundle], CheckResult]] = {
     "required files": check_files,
     "metadata": check_metadata,
     "config safety audit": check_config_safety,
     "train properties": check_train_properties,
     "inference properties": check_inference_properties,
+    "MONAI loader config": check_monai_config,
     "network input/output": check_net_in_out,
     "TorchScript export + reload": check_torchscript,
 }
