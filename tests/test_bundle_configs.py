@@ -95,3 +95,24 @@ def test_stale_monai_config_is_reported(tmp_path):
     assert stale_monai_configs(bundle) == []
     (copy / "configs" / "inference.json").unlink()
     assert stale_monai_configs(bundle) == ["configs/inference.json is missing"]
+
+
+@pytest.mark.parametrize("name", ["xray_color_classification", "xray_landmark_detection"])
+def test_metadata_value_ranges_are_numbers(name):
+    """MONAI's official schema (meta_schema_20240725) wants two numbers; ours is at least as strict."""
+    import json
+
+    import jsonschema
+
+    from mimtl.bundle import METADATA_SCHEMA
+
+    meta = load_bundle(name).metadata
+    schema = json.loads(METADATA_SCHEMA.read_text())
+    jsonschema.validate(meta, schema)
+    for kind in ("inputs", "outputs"):
+        for spec in meta["network_data_format"][kind].values():
+            assert len(spec["value_range"]) == 2 and all(isinstance(v, (int, float)) for v in spec["value_range"])
+    broken = json.loads(json.dumps(meta))
+    next(iter(broken["network_data_format"]["outputs"].values()))["value_range"] = [None, None]
+    with pytest.raises(jsonschema.ValidationError, match="None is not of type 'number'"):
+        jsonschema.validate(broken, schema)
