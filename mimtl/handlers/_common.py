@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,14 @@ Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 __all__ = [
     "FAILED",
+    "OutputWriteError",
     "OutputWriter",
     "csv_text",
     "filename_of",
     "font",
     "per_item",
     "rank_suffix",
+    "save_atomic",
     "to_uint8",
     "write_atomic",
 ]
@@ -68,17 +71,69 @@ def rank_suffix() -> str:
     return ""
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+class OutputWriteError(OSError):
+    """An output file could not be written (a full disk, no permission); the file there before is unchanged.
+
+    An ``OSError`` with the ``errno`` of the failure and ``filename`` the output path; the message
+    says what happened in words ("no space left on device writing <path>").
+    """
+
+    def __init__(self, path: str | os.PathLike, error: OSError) -> None:
+        code = error.errno
+        what = "no space left on device" if code == errno.ENOSPC else (error.strerror or f"{error}")
+        super().__init__(code, f"{what} writing {path}; the file there before (if any) is unchanged", f"{path}")
+
+    def __str__(self) -> str:
+        return f"{self.strerror}"
+
+    def __reduce__(self):  # keep the message through pickling (DataLoader workers, torch.distributed)
+        return _output_write_error, (self.filename, self.errno, self.strerror)
+
+
+def _output_write_error(path: str, code: int | None, message: str) -> OutputWriteError:
+    error = OutputWriteError.__new__(OutputWriteError)
+    OSError.__init__(error, code, message, path)
+    return error
+
+
+def save_atomic(path: Path, save: Callable[[Path], Any]) -> Path:
+    """``save(tmp)`` into a temporary file next to ``path``, then rename it to ``path``; return ``path``.
+
+    A reader never sees half a file, and a failed write (a full disk) leaves the file that was
+    there before unchanged and no temporary file behind.
+
+    Raises:
+        OutputWriteError: the write or the rename failed with an ``OSError`` (``errno`` kept).
+    """
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as e:
+        raise OutputWriteError(path, e) from e
+    os.close(fd)
+    try:
+        save(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, OutputWriteError):
+            raise OutputWriteError(path, e) from e
         raise
+    return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder: a reader never sees half a file.
+
+    Raises:
+        OutputWriteError: see :func:`save_atomic`.
+    """
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+
+    save_atomic(path, save)
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -119,7 +174,9 @@ class OutputWriter:
     * the paths: a table per run, ``<stem><rank suffix><suffix>`` (:meth:`table_path`: under
       ``torch.distributed`` each rank writes its own), and a file per input whose name is made
       unique within the run (:meth:`item_path`);
-    * the files: CSV and JSON written atomically (:meth:`write_csv`, :meth:`write_json`), and the
+    * the files: CSV, JSON and images written atomically (:meth:`write_csv`, :meth:`write_json`,
+      :func:`save_atomic`; a full disk is an :class:`OutputWriteError` naming the file and leaves
+      the one there before unchanged), and the
       ``failed: <reason>`` status of a row (:data:`FAILED`, :meth:`failed_status`, :meth:`failures`).
 
     Args:

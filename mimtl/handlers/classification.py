@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-from mimtl.handlers._common import OutputWriter, font, to_uint8
+from mimtl.handlers._common import OutputWriter, font, save_atomic, to_uint8
 
 __all__ = ["ClassificationWriter", "GradCAMWriter", "resolve_thresholds"]
 
@@ -482,7 +482,4 @@ class GradCAMWriter(_ClassificationOutput):
             sheet.paste(panel.resize(size, Image.Resampling.BILINEAR), (k * size[0], header))
             title = f"{self.label_names[label]} {probs[label]:.2f}"
             draw.text((k * size[0] + 4, 3), title, fill=(255, 255, 255), font=text_font)
-        path = self._output_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sheet.save(path)
-        return path
+        return save_atomic(self._output_path(name), lambda tmp: sheet.save(tmp, format="PNG"))

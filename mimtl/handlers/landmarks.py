@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from mimtl.handlers._common import OutputWriter, font, to_uint8
+from mimtl.handlers._common import OutputWriter, font, save_atomic, to_uint8
 from mimtl.metrics.conformal import conformal_radius, empirical_coverage
 from mimtl.metrics.landmarks import landmark_summary, radial_errors
 
@@ -424,9 +424,8 @@ class LandmarkWriter(_LandmarkOutput):
             # a black rim keeps the number readable on bright bone
             draw.text((cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=_LABEL, font=text_font, stroke_width=1, stroke_fill=0)
         path = self.item_path(item["file"], "_landmarks.png", folder="overlays")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        canvas.save(path, compress_level=1)  # zlib's default level costs 2.5x for 3 % smaller files
-        return path
+        # zlib's default level costs 2.5x for 3 % smaller files
+        return save_atomic(path, lambda tmp: canvas.save(tmp, format="PNG", compress_level=1))
 
     def write(self, engine: Engine | None = None) -> Path:
         """Write ``landmarks.csv`` and ``landmarks.json``; return the CSV path."""
