@@ -287,6 +287,17 @@ def test_tolerant_dataset_collates_in_worker_processes(films):
     assert all(b["image"].shape[1:] == (1, SIZE, SIZE) for b in batches)
 
 
+def test_tolerant_dataset_shape_per_key(films):
+    """A placeholder per image key (the network input and a film copy for overlays), each its own shape."""
+    data = [{"image": str(films / "d_colour.png")}]
+    ds = TolerantDataset(data, preprocessing(), placeholder_shape={"image": [1, SIZE, SIZE], "copy": [1, 8, 6]})
+    item = ds[0]
+    assert ds.keys == ("image", "copy") and item["image"].shape == (1, SIZE, SIZE) and item["copy"].shape == (1, 8, 6)
+    assert item["copy"].meta["filename_or_obj"] == data[0]["image"] and item["error"]
+    with pytest.raises(ValueError, match=r"no shape for \['other'\]"):
+        TolerantDataset(data, placeholder_shape={"image": [1, 4, 4]}, keys=["image", "other"])
+
+
 def test_error_reason_unwraps_monai_and_keeps_one_line():
     try:
         try:

@@ -102,3 +102,90 @@ def test_writer_without_radii_says_so(tmp_path, caplog):
     with pytest.raises(ValueError, match="3 radii for 2 landmarks"):
         (tmp_path / "c.json").write_text(json.dumps({"coverage": 0.9, "unit": "mm", "radius": [1, 2, 3]}))
         LandmarkWriter(tmp_path, NAMES, conformal_file=tmp_path / "c.json")
+
+
+POINTS = {"wide": (50.0, 12.0), "tall": (7.0, 30.0)}  # [x, y] on the films below
+
+
+def _overlay_pipeline():
+    from monai.transforms import Compose, CopyItemsd, LoadImaged, Resized, SelectItemsd
+
+    from mimtl.io import MedicalImageReader
+    from mimtl.transforms import EnsureGrayscaled, StandardizeImageMetad
+
+    return Compose([
+        LoadImaged(keys="image", reader=MedicalImageReader, ensure_channel_first=True, image_only=True),
+        EnsureGrayscaled(keys="image"), StandardizeImageMetad(keys="image", prune=True),
+        CopyItemsd(keys="image", names="overlay_image"),
+        Resized(keys="overlay_image", spatial_size=[128, 128], mode="area"),
+        Resized(keys="image", spatial_size=[16, 16]),
+        SelectItemsd(keys=["image", "overlay_image"]),
+    ])  # fmt: skip
+
+
+def _batches(data, batch_size):
+    from monai.data import DataLoader, decollate_batch
+
+    from mimtl.data import TolerantDataset
+
+    shapes = {"image": [1, 16, 16], "overlay_image": [1, 128, 128]}
+    dataset = TolerantDataset(data, _overlay_pipeline(), placeholder_shape=shapes)
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=0):
+        items = decollate_batch(batch)
+        outputs = []
+        for it in items:
+            name = it["image"].meta["filename_or_obj"]
+            x, y = POINTS["wide" if name.endswith("wide.png") else "tall"]
+            out = _item(name, [[x, y], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]])
+            outputs.append({**out, "image": it["image"]})
+        yield SimpleNamespace(state=SimpleNamespace(output=outputs, batch=items))
+
+
+def test_writer_draws_on_the_copy_in_the_batch_without_reading_the_file(tmp_path, monkeypatch):
+    """Films of two aspect ratios batch as fixed-size copies; the overlay matches one drawn from the file."""
+    import mimtl.io
+
+    rng = np.random.default_rng(0)
+    wide, tall = tmp_path / "wide.png", tmp_path / "tall.png"
+    Image.fromarray(rng.integers(0, 255, (60, 72), dtype=np.uint8)).save(wide)  # 72 wide, 60 high
+    Image.fromarray(rng.integers(0, 255, (90, 40), dtype=np.uint8)).save(tall)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(wide.read_bytes()[:40])
+    conformal = tmp_path / "conformal.json"
+    conformal.write_text(json.dumps({"coverage": 0.9, "unit": "px", "radius": [1.5, None], "n_calibration": 20}))
+    data = [{"image": str(f)} for f in (wide, tall)]
+
+    reference = LandmarkWriter(tmp_path / "ref", NAMES, conformal_file=conformal, overlay_size=64)
+    reference.reset()
+    for engine in _batches(data, 2):
+        reference(engine)
+    assert reference.files_read == 2
+
+    writer = LandmarkWriter(tmp_path / "out", NAMES, conformal_file=conformal, overlay_size=64, overlay_key="overlay_image")
+    writer.reset()
+    with monkeypatch.context() as mp:
+        mp.setattr(mimtl.io, "load_image", lambda *a, **k: pytest.fail("the film was read again"))
+        for engine in _batches(data, 2):  # one batch: 72x60 and 40x90 films, copies of one size
+            writer(engine)
+    assert writer.files_read == 0
+    for name, size, longest in (("wide", (64, 53), 72), ("tall", (28, 64), 90)):
+        with Image.open(tmp_path / "out" / "overlays" / f"{name}_landmarks.png") as im, \
+                Image.open(tmp_path / "ref" / "overlays" / f"{name}_landmarks.png") as ref:  # fmt: skip
+            assert im.size == ref.size == size
+            rgb, ref_rgb = np.asarray(im.convert("RGB")).astype(int), np.asarray(ref.convert("RGB")).astype(int)
+        scale, (x, y) = 64 / longest, POINTS[name]
+        cx, cy = round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5)
+        assert rgb[cy, cx].tolist() == ref_rgb[cy, cx].tolist() == [255, 40, 40]  # the red dot, same place
+        markers = [(rgb == c).all(-1) for c in ([255, 40, 40], [255, 220, 0])]
+        ref_markers = [(ref_rgb == c).all(-1) for c in ([255, 40, 40], [255, 220, 0])]
+        for mine, theirs in zip(markers, ref_markers, strict=True):
+            assert (mine == theirs).mean() > 0.99  # dot and ring drawn alike
+        film = ~(markers[0] | markers[1] | ref_markers[0] | ref_markers[1])
+        assert np.abs(rgb - ref_rgb)[film].mean() < 25  # the same noise film, resampled another way (other: ~85)
+
+    # a batch with a failed film still collates; its films' meta lost spatial_shape: they are read again
+    writer.reset()
+    for engine in _batches([{"image": str(wide)}, {"image": str(broken)}], 2):
+        writer(engine)
+    assert writer.files_read == 1 and [r["error"] != "" for r in writer.records] == [False, True]
+    assert (tmp_path / "out" / "overlays" / "wide_landmarks.png").is_file()

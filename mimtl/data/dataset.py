@@ -80,7 +80,9 @@ class TolerantDataset(Dataset):
     :func:`~mimtl.data.datalist.load_datalist`, which refuses bad files before the first step.
 
     ``placeholder_shape`` must be the shape the transform gives a good item (e.g. the ``Resized``
-    spatial size with one channel), and ``placeholder_values`` must cover every other key the
+    spatial size with one channel); a dict gives each image key its own (e.g. the network input
+    and a small copy of the film for overlays, ``{image: [1, 256, 256], overlay_image: [1, 512, 512]}``),
+    and its keys are the image keys unless ``keys`` names them.  ``placeholder_values`` must cover every other key the
     transform outputs that the batch needs (the batch takes the keys of its first item).
 
     Example (bundle config)::
@@ -94,8 +96,9 @@ class TolerantDataset(Dataset):
     Args:
         data: the datalist, ``[{"image": path, ...}, ...]``.
         transform: the preprocessing (e.g. a ``Compose`` starting with ``LoadImaged``).
-        placeholder_shape: shape of each ``keys`` tensor in a placeholder item.
-        keys: the image keys; the first one names the file in messages.
+        placeholder_shape: shape of each ``keys`` tensor in a placeholder item, or a dict key -> shape.
+        keys: the image keys; the first one names the file in messages (default: the keys of a
+            ``placeholder_shape`` dict, else ``"image"``).
         placeholder_values: other keys of a placeholder item with their values (copied per item).
         placeholder_dtype: data type of the placeholder tensors.
     """
@@ -104,21 +107,31 @@ class TolerantDataset(Dataset):
         self,
         data: Sequence,
         transform: Sequence[Callable] | Callable | None = None,
-        placeholder_shape: Sequence[int] = (1, 224, 224),
-        keys: KeysCollection = "image",
+        placeholder_shape: Sequence[int] | Mapping[str, Sequence[int]] = (1, 224, 224),
+        keys: KeysCollection | None = None,
         placeholder_values: Mapping[str, Any] | None = None,
         placeholder_dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__(data=data, transform=transform)
-        self.placeholder_shape = tuple(int(s) for s in ensure_tuple(placeholder_shape))
-        if not self.placeholder_shape or any(s < 0 for s in self.placeholder_shape):
-            raise ValueError(f"placeholder_shape must be a non-empty shape, got {placeholder_shape}.")
-        self.keys = tuple(ensure_tuple(keys))
+        per_key = isinstance(placeholder_shape, Mapping)
+        self.keys = tuple(ensure_tuple(keys if keys is not None else (list(placeholder_shape) if per_key else "image")))
         if not self.keys:
             raise ValueError("keys must name at least one image key.")
+        if per_key and set(self.keys) - set(placeholder_shape):
+            raise ValueError(f"placeholder_shape gives no shape for {sorted(set(self.keys) - set(placeholder_shape))}.")
+        self.shapes = {k: self._shape(placeholder_shape[k] if per_key else placeholder_shape) for k in self.keys}
+        #: the placeholder shape of the first key (of every key unless ``placeholder_shape`` is a dict)
+        self.placeholder_shape = self.shapes[self.keys[0]]
         self.placeholder_values = dict(placeholder_values or {})
         self.placeholder_dtype = placeholder_dtype
         self._logged: set[int] = set()
+
+    @staticmethod
+    def _shape(shape: Sequence[int]) -> tuple[int, ...]:
+        shape = tuple(int(s) for s in ensure_tuple(shape))
+        if not shape or any(s < 0 for s in shape):
+            raise ValueError(f"placeholder_shape must be a non-empty shape, got {shape}.")
+        return shape
 
     def _transform(self, index: int) -> Any:
         try:
@@ -148,6 +161,6 @@ class TolerantDataset(Dataset):
             item[key] = copy.deepcopy(value)  # batches must not share (and mutate) one object
         for key in self.keys:
             meta = {ImageMetaKey.FILENAME_OR_OBJ: name}
-            item[key] = MetaTensor(torch.zeros(self.placeholder_shape, dtype=self.placeholder_dtype), meta=meta)
+            item[key] = MetaTensor(torch.zeros(self.shapes[key], dtype=self.placeholder_dtype), meta=meta)
         item[ERROR_KEY] = reason
         return item
