@@ -760,9 +760,10 @@ def compare_bundle_inference(
 ) -> dict[str, Any]:
     """End-to-end inference images/s of a MONAI bundle vs its bare network forward.
 
-    The bundle (``configs/inference.yaml|json``, ``configs/metadata.json``, ``models/...``) is
-    loaded with ``monai.bundle.ConfigWorkflow(workflow_type="infer")`` with ``bundle_root``
-    set to ``bundle_dir`` (``overrides`` are applied on top) and initialised.  End-to-end is
+    The bundle (``configs/inference.yaml|json`` after ``configs/common.*`` when there is one,
+    ``configs/metadata.json``, ``models/...``) is loaded with
+    ``monai.bundle.ConfigWorkflow(workflow_type="infer")`` with ``bundle_root`` set to
+    ``bundle_dir`` (``overrides`` are applied on top) and initialised.  End-to-end is
     one ``evaluator.run()`` over its data loader -- reading files, preprocessing, inferer,
     postprocessing and the evaluator's handlers (e.g. checkpoint loading) -- in items/s of its
     dataset; ``epoch`` variants time only EPOCH_STARTED..EPOCH_COMPLETED (no run-start
@@ -828,11 +829,18 @@ def compare_bundle_inference(
 
 
 def _infer_workflow(bundle_dir: Path, config_file: Path, meta_file: Path, overrides: Mapping[str, Any] | None) -> Any:
-    """The bundle's ``ConfigWorkflow(workflow_type="infer")``, ``bundle_root`` set, overrides applied, initialised."""
+    """The bundle's ``ConfigWorkflow(workflow_type="infer")``, ``bundle_root`` set, overrides applied, initialised.
+
+    A ``configs/common.*`` (what every workflow shares, as the model zoo's ``common.json``) is
+    merged first when the bundle has one.
+    """
     from monai.bundle import ConfigWorkflow
 
+    config_files = [str(config_file)]
+    with contextlib.suppress(FileNotFoundError):
+        config_files.insert(0, str(_bundle_config(bundle_dir, "common")))
     workflow = ConfigWorkflow(
-        config_file=str(config_file),
+        config_file=config_files if len(config_files) > 1 else config_files[0],
         meta_file=str(meta_file),
         workflow_type="infer",
         **{"bundle_root": str(bundle_dir), **dict(overrides or {})},

@@ -241,7 +241,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     from mimtl.data.validate import DataValidationError
 
     try:
-        items = load_datalist(args.datalist, args.list_key, args.base_dir, keys=args.keys, deep=not args.shallow)
+        items = load_datalist(args.datalist, args.list_key, args.base_dir, keys=args.keys, deep=args.deep)
     except DataValidationError as e:
         print(e, file=sys.stderr)
         return EXIT_FAILED
@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--list-key", default="training", help="which list of the datalist (default: training)")
     s.add_argument("--keys", nargs="+", default=["image"], help="keys whose values are files (default: image)")
     s.add_argument("--base-dir", help="folder relative paths start from (default: the datalist's folder)")
-    s.add_argument("--shallow", action="store_true", help="only check files exist and are not empty")
+    s.add_argument("--deep", action="store_true", help="decode every file (finds damaged pixels, NaN/Inf); default: headers")
+    s.add_argument("--shallow", action="store_true", help=argparse.SUPPRESS)  # deprecated: header checks are the default
     s.set_defaults(func=cmd_check_data)
 
     s = sub.add_parser("data", help="build the embedded demo data, fetch its sources, adapt public data sets")

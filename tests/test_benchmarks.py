@@ -289,6 +289,18 @@ def test_compare_bundle_inference_tiny_bundle(tiny_bundle):
     assert r["batch_size"] == 5 and r["input_shape"] == [1, 48, 48]
 
 
+def test_compare_bundle_inference_merges_common_config_first(tiny_bundle):
+    # the network said once in configs/common.yaml, as the shipped bundles (and the model zoo) do
+    configs = tiny_bundle / "configs"
+    inference = (configs / "inference.yaml").read_text()
+    start, end = inference.index("network_def:"), inference.index("network:")
+    (configs / "common.yaml").write_text(inference[start:end])
+    (configs / "inference.yaml").write_text(inference[:start] + inference[end:])
+    r = bm.compare_bundle_inference(tiny_bundle, rounds=1, warmup_rounds=0, min_time=0.0)
+    assert r["config_file"] == "inference.yaml" and r["items_per_run"] == 5
+    assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+
+
 def test_markdown_report_and_update(tmp_path):
     results = {
         "name": "unit",

@@ -79,7 +79,7 @@ def list_images(
     key: str = "image",
     suffixes: Sequence[str] = IMAGE_SUFFIXES,
     recursive: bool = False,
-    deep: bool = True,
+    deep: bool = False,
     on_error: str = "raise",
     *,
     data_list_key: str = "test",
@@ -104,8 +104,8 @@ def list_images(
         key: the key of each entry.
         suffixes: file endings picked up in a folder (lower case).
         recursive: search a folder's sub-folders too.
-        deep: with ``on_error="raise"``, decode every file while checking it (see
-            :func:`~mimtl.data.validate.check_image_file`).
+        deep: with ``on_error="raise"``, decode every file while checking it, not only read its
+            header (see :func:`~mimtl.data.validate.check_image_file`).
         on_error: ``"raise"`` (default, for training and evaluation) checks every file now and
             raises one error listing every bad one; ``"keep"`` (for inference) checks nothing and
             passes every file on, so that a bad one fails inside
@@ -345,7 +345,7 @@ def load_datalist(
     data_list_key: str = "training",
     base_dir: str | os.PathLike | None = None,
     keys: Sequence[str] = ("image",),
-    deep: bool = True,
+    deep: bool = False,
     num_labels: int | None = None,
     fraction: float = 1.0,
     fraction_seed: int = 0,
@@ -353,7 +353,9 @@ def load_datalist(
     """Read a MONAI (Decathlon-style) datalist JSON, resolve its paths, check its labels and validate it.
 
     Use it in a bundle config as the ``data`` of a dataset, so a broken datalist stops the run
-    before the first epoch with one message that lists every bad file or label.
+    before the first epoch with one message that lists every bad file or label. Files are checked
+    by their headers unless ``deep``, and under ``torch.distributed`` by rank 0 only (see
+    :func:`~mimtl.data.validate.validate_datalist`).
 
     Labels (``"label"`` of each item) are checked when ``num_labels`` is given, or when the JSON
     has a top-level ``"labels"`` list of names (as the mimtl adapters write): each must be a list
@@ -371,7 +373,8 @@ def load_datalist(
         data_list_key: the list to read (``"training"``, ``"validation"``, ...).
         base_dir: the folder relative paths are relative to (default: the JSON's folder).
         keys: the keys whose values are file paths (resolved and validated).
-        deep: decode every file while validating (see :func:`~mimtl.data.validate.check_image_file`).
+        deep: decode every file while validating, not only read its header (see
+            :func:`~mimtl.data.validate.check_image_file`); a config switch, ``deep: true``.
         num_labels: the number of model outputs the labels must fit; None takes the length of
             the JSON's ``"labels"`` list, if any, else labels are not checked.
         fraction: the share of the items to keep, in (0, 1].
