@@ -39,7 +39,9 @@ class StagedFineTuning:
         optimizer: needed only with ``finetune_lr``.
         finetune_lr: learning rate set on every parameter group when stage 2 starts.
 
-    The stage is derived from the engine's epoch, so a resumed run picks the right one. With DDP,
+    The stage is derived from the engine's epoch, so a resumed run picks the right one; it is also
+    part of :meth:`state_dict`, which :class:`~mimtl.handlers.ResumableCheckpoint` stores (a restored
+    stage 2 keeps the optimizer's restored learning rate instead of setting ``finetune_lr`` again). With DDP,
     wrap the network with ``find_unused_parameters=True``: frozen parameters get no gradient in
     stage 1 but must still be reduced in stage 2, so they have to be registered from the start.
     """
@@ -64,25 +66,51 @@ class StagedFineTuning:
         self.parts = tuple(parts)
         self.optimizer = optimizer
         self.finetune_lr = finetune_lr
+        self.stage = 0  # 0: not started; 1: parts frozen; 2: everything trains
+        self._restored = False
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.STARTED, self._on_started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._on_epoch_started)
 
+    def state_dict(self) -> dict:
+        """The stage (1: ``parts`` frozen, 2: fine-tuning everything) and the settings it came from."""
+        return {"stage": self.stage, "frozen_epochs": self.frozen_epochs, "parts": list(self.parts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put the model in the stored stage now (the optimizer's own state holds its learning rate)."""
+        if list(state["parts"]) != list(self.parts) or int(state["frozen_epochs"]) != self.frozen_epochs:
+            raise ValueError(
+                f"staged fine-tuning was frozen_epochs={state['frozen_epochs']} parts={list(state['parts'])}, "
+                f"this configuration has frozen_epochs={self.frozen_epochs} parts={list(self.parts)}"
+            )
+        self.stage = int(state["stage"])
+        if self.stage == 1:
+            self.model.freeze(self.parts)
+        elif self.stage == 2:
+            self.model.unfreeze(self.parts)
+        self._restored = self.stage > 0
+
     def _on_started(self, engine) -> None:
+        if self._restored:  # a resumed run: load_state_dict has set the stage and the optimizer its lr
+            self._restored = False
+            return
         # at STARTED, engine.state.epoch is the number of finished epochs (0, or where a resumed run was)
         if engine.state.epoch < self.frozen_epochs:
             self.model.freeze(self.parts)
+            self.stage = 1
             logger.info(f"stage 1: {', '.join(self.parts)} frozen for epochs 1-{self.frozen_epochs}")
         else:
             self._start_stage_two(engine)
 
     def _on_epoch_started(self, engine) -> None:
+        self._restored = False
         if self.frozen_epochs and engine.state.epoch == self.frozen_epochs + 1:
             self._start_stage_two(engine)
 
     def _start_stage_two(self, engine) -> None:
         self.model.unfreeze(self.parts)
+        self.stage = 2
         if self.finetune_lr is not None and self.optimizer is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.finetune_lr
