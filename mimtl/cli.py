@@ -30,6 +30,7 @@ examples:
   mimtl run BUNDLE train --set train::trainer::max_epochs=2 --set device=cpu
   mimtl run BUNDLE evaluate
   mimtl run BUNDLE train --override lab_b.yaml     # another lab's override file, audited first
+  mimtl run BUNDLE train --resume                  # continue a killed training from its checkpoint
   mimtl run BUNDLE multi_gpu_train --nproc 2      # torchrun under the hood
   mimtl verify --all
   mimtl export BUNDLE --format onnx
@@ -130,6 +131,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         b.config_files(args.config, args.override or [])  # an unknown config or a missing file: exit 2
     except (ValueError, BundleError) as e:
         raise CliError(str(e)) from None
+    if args.resume:
+        if b.parser(args.config, args.override or []).get("resume") is None:
+            raise CliError(f"config '{args.config}' of {b.name} has no 'resume' setting (no mimtl.handlers.ResumableCheckpoint).")
+        overrides["resume"] = True
     _audit(b, args.config, args.override or [], overrides, args.trust)
     if args.nproc > 1:
         return _launch_distributed(args)
@@ -149,17 +154,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mimtl.errors import root_cause
     from mimtl.io.meta import ImageReadError
     from mimtl.data.validate import DataValidationError
+    from mimtl.handlers.resume import ResumeError
 
     try:
         wf.initialize()
         wf.run()
+    except KeyboardInterrupt as e:  # Ctrl-C: ResumableCheckpoint has saved and says where (TrainingInterrupted)
+        print(f"mimtl run: {e}" if str(e) else "interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         cause = root_cause(e)
         if isinstance(cause, AuditError):
             print(f"mimtl run: stopped: {cause}\nRun again with --trust if you trust the config's author.", file=sys.stderr)
             return EXIT_FAILED
         # Bad data is the user's input, not a crash: say which files, without a traceback.
-        if isinstance(cause, (DataValidationError, ImageReadError, ConfigKeyError)):
+        if isinstance(cause, (DataValidationError, ImageReadError, ConfigKeyError, ResumeError)):
             raise CliError(str(cause)) from None
         # MONAI wraps errors in "Failed to evaluate ..." layers: end with the one that matters
         traceback.print_exc()
@@ -177,7 +186,7 @@ def _launch_distributed(args: argparse.Namespace) -> int:
     """Re-run the same command under torchrun, one process per device (gloo on CPU)."""
     argv = [args.bundle, args.config]
     argv += [f"--set={s}" for s in args.set or []] + [f"--override={f}" for f in args.override or []]
-    argv += ["--trust"] * args.trust + ["--allow-new-keys"] * args.allow_new_keys
+    argv += ["--trust"] * args.trust + ["--allow-new-keys"] * args.allow_new_keys + ["--resume"] * args.resume
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
            "-m", "mimtl", "run", *argv]  # fmt: skip
     print("launching: " + " ".join(cmd), flush=True)
@@ -328,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an override config file merged last (e.g. from another lab; audited first)")
     s.add_argument("--trust", action="store_true", help="skip the audit of configs, overrides and weights (see docs/sharing_configs.md)")
     s.add_argument("--allow-new-keys", action="store_true", help="let --set add ids the config does not have")
+    s.add_argument("--resume", action="store_true",
+                   help="train: continue from the checkpoint a killed run left in ckpt_dir (resume.pt); none: start fresh")
     s.add_argument("--nproc", type=int, default=1, help="processes for multi-GPU configs (torchrun; gloo on CPU)")
     s.set_defaults(func=cmd_run)
 
