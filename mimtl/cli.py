@@ -232,6 +232,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from mimtl.bundle.results import compare_results, compute_results, write_results
+
+    b = _bundle(args.bundle)
+    results = compute_results(b)
+    for key, value in results["eval_metrics"].items():
+        print(f"{key}: {value}")
+    if results["thresholds"]:
+        print(f"thresholds (validation, Youden's J): {results['thresholds']}")
+    if args.write:
+        for path in write_results(b, results):
+            print(f"wrote {path}")
+        return EXIT_OK
+    problems = compare_results(b, results)
+    for p in problems:
+        print(f"differs: {p}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from mimtl.bundle import audit_config_files
 
@@ -356,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trace", action="store_true", help="trace instead of trying to script first")
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("results", help="evaluate a bundle and check (or --write) the figures its metadata and README publish")
+    s.add_argument("bundle")
+    s.add_argument("--write", action="store_true", help="write eval_metrics, thresholds and the README table")
+    s.set_defaults(func=cmd_results)
     s = sub.add_parser("audit", help="list the constructs of config files that are not on the audit's allowlist")
     s.add_argument("files", nargs="+", metavar="CONFIG")
     s.set_defaults(func=cmd_audit)

@@ -1,43 +1,37 @@
-"""The shipped weights reproduce the held-out figures their bundle READMEs state.
+"""The shipped weights reproduce every figure their bundle publishes.
 
 Each bundle's ``evaluate`` config runs, as users run it, on the demo test split (built from real
-anatomy into the user cache on first use, byte-identical for the same seed, and reused by
-``mimtl verify --all``). A change to a reader, a transform, a network or a checkpoint that alters
-what the shipped model sees or computes fails here.
+anatomy into the user cache on first use, byte-identical for the same seed), and on the
+validation split where the model's decision thresholds were chosen. Every value of
+``eval_metrics`` and the thresholds in ``metadata.json``, and the results table in the bundle
+README (all written by ``mimtl results NAME --write``), must match what the run gives. A change to
+a reader, a transform, a network or a checkpoint that alters what the shipped model sees or
+computes fails here.
 """
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 
-from mimtl.bundle import load_bundle
+from mimtl.bundle import list_bundles, load_bundle
+from mimtl.bundle.results import compare_results, compute_results
 
-#: bundle -> (metric in evaluate's metrics.csv, the value in the bundle README, tolerance)
-README_FIGURES = {
-    "xray_color_classification": ("mean_auc", 0.653, 0.002),  # macro ROC AUC over the 4 labels, test split
-    "xray_landmark_detection": ("mre", 1.479, 0.01),  # mm on the original films, test split
-}
+SHIPPED = sorted(b.name for b in list_bundles() if b.has_weights)
 
 
-def _metrics(path: Path) -> dict[str, float]:
-    with open(path, newline="") as f:
-        return {row[0]: float(row[1]) for row in csv.reader(f) if row}
+def test_bundles_with_weights_are_checked():
+    assert {"xray_color_classification", "xray_landmark_detection"} <= set(SHIPPED)
 
 
-@pytest.mark.parametrize("name", sorted(README_FIGURES))
-def test_shipped_weights_reproduce_the_readme(name, tmp_path):
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_reproduce_metadata_and_readme(name, tmp_path):
     bundle = load_bundle(name)
-    assert bundle.weights_path.is_file(), f"{name} ships no models/model.pt"
-    metric, expected, tolerance = README_FIGURES[name]
-    wf = bundle.workflow("evaluate", configure_logging=False, output_dir=str(tmp_path), num_workers=0)
-    wf.initialize()
-    try:
-        wf.run()
-    finally:
-        wf.finalize()
-    measured = _metrics(tmp_path / "metrics.csv")
-    assert metric in measured, f"metrics.csv of {name} has {sorted(measured)}"
-    assert abs(measured[metric] - expected) <= tolerance, f"{name}: {metric} {measured[metric]:.4f}, README {expected}"
+    results = compute_results(bundle, tmp_path)
+    assert results["eval_metrics"], f"{name}: evaluate wrote no metrics"
+    assert compare_results(bundle, results) == []
+
+
+def test_headline_figures_did_not_drift():
+    """The two figures the READMEs lead with, pinned here too, so a rewrite of metadata.json cannot move them silently."""
+    assert load_bundle("xray_color_classification").metadata["eval_metrics"]["test_mean_auc"] == pytest.approx(0.6526, abs=2e-4)
+    assert load_bundle("xray_landmark_detection").metadata["eval_metrics"]["test_mre"] == pytest.approx(1.4788, abs=2e-4)
