@@ -3,7 +3,9 @@
 Every cell of the grid is an ordinary run of the bundle's own ``train`` config followed by its
 ``evaluate`` config, with the cell's overrides, so the experiment measures exactly what users run.
 Finished runs are appended to ``runs.csv`` as they end; a rerun skips them, so an interrupted
-experiment resumes instead of starting over.
+experiment resumes instead of starting over. A run cut off in the middle of its training continues
+from its own resumable checkpoint (when the train config has a ``resume`` setting, as the shipped
+bundles do: :class:`mimtl.handlers.ResumableCheckpoint`) instead of training again from scratch.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class GridExperiment:
         self.metric_label = metric_label or metric
         self.log_scale = log_scale
         self._check_ids()
+        # runs resume inside training from their own checkpoint where the train config can
+        self.resumable = self.bundle.parser(self.train_config).get("resume") is not None
 
     def _check_ids(self) -> None:
         """Fail before the first run if an override id does not exist in the train config."""
@@ -175,7 +179,9 @@ class GridExperiment:
 
         common = {**overrides, "ckpt_dir": str(run_dir / "models"), "output_dir": str(run_dir / "eval")}
         for config in (self.train_config, self.eval_config):
-            wf = self.bundle.workflow(config, configure_logging=False, **common)
+            # a run killed before it was recorded continues from its checkpoint (none: starts fresh)
+            resume = {"resume": True} if self.resumable and config == self.train_config else {}
+            wf = self.bundle.workflow(config, configure_logging=False, **{**common, **resume})
             wf.initialize()
             wf.run()
             wf.finalize()
@@ -186,6 +192,14 @@ class GridExperiment:
                     f"metric '{name}' not in {run_dir / 'eval' / 'metrics.csv'} (found: {', '.join(metrics) or 'none'})."
                 )
         return {name: metrics[name] for name in (self.metric, *self.extra_metrics)}
+
+    def _drop_resume_checkpoint(self, run_dir: Path) -> None:
+        """A recorded run is never trained again: its resumable checkpoint (network + optimizer state,
+        several times model.pt) only takes space."""
+        from mimtl.handlers.resume import RESUME_FILENAME
+
+        if self.resumable:
+            (run_dir / "models" / RESUME_FILENAME).unlink(missing_ok=True)
 
     def run(self) -> Path:
         """Run every missing cell, then write the summary table and plot; returns ``results.md``."""
@@ -218,6 +232,7 @@ class GridExperiment:
             seconds = time.perf_counter() - start
             formatted = {k: f"{v:.6f}" for k, v in values.items()}
             self._append({"run": name, **levels, "seed": seed, **formatted, "seconds": f"{seconds:.1f}"})
+            self._drop_resume_checkpoint(self.output_dir / "runs" / name)
             tqdm.write(f"{name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items()) + f" ({seconds:.0f} s)")
         return self.summarize()
 
