@@ -617,6 +617,8 @@ def compare_trainer_vs_loop(
     device: str | torch.device = "cpu",
     trainer_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
+    seed: int = 0,
+    param_diff_bound: float = 1e-5,
 ) -> dict[str, Any]:
     """Steps/s of ``monai.engines.SupervisedTrainer`` vs a minimal PyTorch loop.
 
@@ -630,8 +632,10 @@ def compare_trainer_vs_loop(
 
     After ``warmup_rounds`` untimed runs of each side, ``rounds`` timed rounds alternate which
     side goes first to cancel drift; ``ratio`` is the median over rounds of
-    trainer steps/s divided by loop steps/s.  ``max_param_diff`` compares the weights both
-    sides end with in the last round (they do the same arithmetic, so it should be ~0).
+    trainer steps/s divided by loop steps/s.  Both sides reseed torch's generators with ``seed``
+    before each epoch, so dropout and drop-path draw the same masks; ``max_param_diff`` compares
+    the weights both sides end with in the last round and must stay within ``param_diff_bound``
+    (same arithmetic: only float reassociation may differ), else a RuntimeError says by how much.
     """
     from tqdm.auto import tqdm
 
@@ -641,9 +645,9 @@ def compare_trainer_vs_loop(
     data = [_as_dict_batch(b) for b in batches]
     template = copy.deepcopy(model)
     kwargs = dict(trainer_kwargs or {})
-    setup = (template, data, loss_function, optimizer_factory, device)
+    setup = (template, data, loss_function, optimizer_factory, device, seed)
     sides = {
-        "trainer": functools.partial(_trainer_epoch, *setup, kwargs),
+        "trainer": functools.partial(_trainer_epoch, *setup, trainer_kwargs=kwargs),
         "loop": functools.partial(_loop_epoch, *setup),
     }
     for _ in range(warmup_rounds):
@@ -664,7 +668,7 @@ def compare_trainer_vs_loop(
             float((a.detach().cpu() - b.detach().cpu()).abs().max())
             for a, b in zip(nets["trainer"].parameters(), nets["loop"].parameters())
         ]
-    return {
+    result = {
         "model": type(model).__name__,
         "steps": {"trainer": steps["trainer"], "loop": steps["loop"]},
         "rounds": rounds,
@@ -676,7 +680,14 @@ def compare_trainer_vs_loop(
         "ratios": ratios,
         "times_s": times,
         "max_param_diff": max(diffs, default=0.0),
+        "param_diff_bound": param_diff_bound,
     }
+    if not max(diffs, default=0.0) <= param_diff_bound:
+        raise RuntimeError(
+            f"trainer and loop ended {max(diffs):.3g} apart in some weight (bound {param_diff_bound:g}): "
+            "they no longer do the same arithmetic, so their speeds are not comparable"
+        )
+    return result
 
 
 def _loop_epoch(
@@ -685,10 +696,12 @@ def _loop_epoch(
     loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer_factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
     device: torch.device,
+    seed: int,
 ) -> tuple[float, int, torch.nn.Module]:
     """One epoch of the minimal PyTorch loop on a fresh copy of ``template``: (seconds, steps, trained net)."""
     from monai.utils import CommonKeys
 
+    torch.manual_seed(seed)  # the same dropout masks as the trainer's epoch
     net = copy.deepcopy(template).to(device).train()
     opt = optimizer_factory(net.parameters())
     steps = 0
@@ -710,6 +723,7 @@ def _trainer_epoch(
     loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer_factory: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
     device: torch.device,
+    seed: int,
     trainer_kwargs: Mapping[str, Any],
 ) -> tuple[float, int, torch.nn.Module]:
     """One epoch of ``SupervisedTrainer`` on a fresh copy of ``template``: (seconds, steps, trained net).
@@ -718,6 +732,7 @@ def _trainer_epoch(
     """
     from monai.engines import SupervisedTrainer
 
+    torch.manual_seed(seed)  # the same dropout masks as the loop's epoch
     net = copy.deepcopy(template).to(device)
     opt = optimizer_factory(net.parameters())
     trainer = SupervisedTrainer(

@@ -173,6 +173,24 @@ def test_compare_trainer_vs_loop_same_steps():
     assert r["steps"] == {"trainer": 2, "loop": 2}
 
 
+def test_trainer_vs_loop_with_dropout_agrees_after_reseeding():
+    """Dropout draws the same masks on both sides (each epoch reseeds), so the weights end equal."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Conv2d(4, 2, 1)
+    )
+    batches = [{"image": torch.randn(2, 1, 8, 8), "label": torch.randn(2, 2, 8, 8)} for _ in range(3)]
+    r = bm.compare_trainer_vs_loop(
+        model, torch.nn.MSELoss(), lambda p: torch.optim.Adam(p, lr=0.01), batches, rounds=2, warmup_rounds=1
+    )
+    assert r["max_param_diff"] <= r["param_diff_bound"] == 1e-5
+    with pytest.raises(RuntimeError, match="no longer do the same arithmetic"):  # the bound is enforced
+        bm.compare_trainer_vs_loop(
+            model, torch.nn.MSELoss(), lambda p: torch.optim.Adam(p, lr=0.01), batches, rounds=1, warmup_rounds=0,
+            param_diff_bound=-1.0,
+        )
+
+
 INFERENCE_YAML = """
 imports:
   - $import glob
