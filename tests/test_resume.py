@@ -214,7 +214,11 @@ def runs(env):
         for kind, extra in (("reference", {}), ("cut", {"kill_at": 7})):
             d = env["root"] / name / kind
             d.mkdir(parents=True)
-            spec = {"argv": _argv(name, _settings(name, env[name], d), "--resume"), "log": str(d / "log.jsonl"), **extra}
+            spec = {
+                "argv": _argv(name, _settings(name, env[name], d), "--resume"),
+                "log": str(d / "log.jsonl"),
+                **extra,
+            }
             procs[name, kind] = (_start(spec), d, spec)
     for (name, kind), (proc, d, spec) in procs.items():
         rc, text = _finish(proc)

@@ -129,7 +129,13 @@ def _pack_numpy(state: tuple) -> dict:
 
 
 def _unpack_numpy(d: Mapping) -> tuple:
-    return ("MT19937", d["keys"].numpy().astype(np.uint32), int(d["pos"]), int(d["has_gauss"]), float(d["cached_gaussian"]))
+    return (
+        "MT19937",
+        d["keys"].numpy().astype(np.uint32),
+        int(d["pos"]),
+        int(d["has_gauss"]),
+        float(d["cached_gaussian"]),
+    )
 
 
 def transform_rngs(root: Any) -> list[np.random.RandomState]:
@@ -393,8 +399,12 @@ class ResumableCheckpoint:
         s = engine.state
         return {
             "format": FORMAT,
-            "engine": {"epoch": int(s.epoch), "iteration": int(s.iteration), "epoch_length": int(s.epoch_length),
-                       "max_epochs": int(s.max_epochs or 0)},  # fmt: skip
+            "engine": {
+                "epoch": int(s.epoch),
+                "iteration": int(s.iteration),
+                "epoch_length": int(s.epoch_length),
+                "max_epochs": int(s.max_epochs or 0),
+            },
             "parts": {name: _plain(obj.state_dict()) for name, obj in self._parts(engine).items()},
             "rng": get_rng_state(self._transforms),
             "epoch_rng": epoch_rng,
@@ -406,7 +416,9 @@ class ResumableCheckpoint:
             return None
         ckpt = self._checkpoint(engine, None if epoch_end else self._epoch_rng)
         atomic_save(ckpt, self.path)
-        logger.debug(f"resumable checkpoint: epoch {engine.state.epoch} iteration {engine.state.iteration} -> {self.path}")
+        logger.debug(
+            f"resumable checkpoint: epoch {engine.state.epoch} iteration {engine.state.iteration} -> {self.path}"
+        )
         return self.path
 
     # ------------------------------------------------------------------ loading
@@ -513,7 +525,11 @@ class ResumableCheckpoint:
 
     # ------------------------------------------------------------------ Ctrl-C
     def _install_sigint(self) -> None:
-        if not self.handle_sigint or self._sigint_installed or threading.current_thread() is not threading.main_thread():
+        if (
+            not self.handle_sigint
+            or self._sigint_installed
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return
         self._interrupt = False
         self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
@@ -524,7 +540,11 @@ class ResumableCheckpoint:
             self._restore_sigint()
             raise KeyboardInterrupt
         self._interrupt = True
-        print("Ctrl-C: saving a checkpoint after this iteration (press again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            "Ctrl-C: saving a checkpoint after this iteration (press again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _interrupt_requested(self) -> bool:
         """Whether any process got Ctrl-C (all ranks must stop at the same iteration)."""
@@ -574,7 +594,9 @@ class _EvaluatorState:
         self.evaluator.state.best_metric_epoch = state["best_metric_epoch"]
         savers = self._savers()
         if savers and len(savers) != len(state["savers"]):
-            raise ValueError(f"the validator has {len(savers)} CheckpointSaver(s), the checkpoint {len(state['savers'])}")
+            raise ValueError(
+                f"the validator has {len(savers)} CheckpointSaver(s), the checkpoint {len(state['savers'])}"
+            )
         # off rank 0 the savers are left out (main_process_only): nothing to restore there
         for saver, saved in zip(savers, state["savers"]):
             _load_savers_state(saver, saved)
