@@ -7,13 +7,16 @@ from mimtl.engines.distributed import (
     local_device,
     main_process_only,
 )
+from mimtl.engines.gan import ConditionalGanTrainer, sample_fake_labels
 from mimtl.engines.metrics import lower_is_better
 
 __all__ = [
+    "ConditionalGanTrainer",
     "cleanup_distributed",
     "init_distributed",
     "is_main_process",
     "local_device",
     "lower_is_better",
     "main_process_only",
+    "sample_fake_labels",
 ]
