@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mimtl.utils import format_table
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -35,6 +35,8 @@ examples:
   mimtl verify --all
   mimtl export BUNDLE --format onnx
   mimtl audit shared_config.yaml
+  mimtl domain fit BUNDLE                          # fit + calibrate its out-of-domain guard
+  mimtl domain report BUNDLE --write               # test-split / foreign-input table in its README
   mimtl check-data datalist.json --keys image label
   mimtl data demo classification --out demo_data/cls --n 100
   mimtl data adapt chexpert /data/chexpert --out chexpert.json --option uncertain=ones
@@ -95,7 +97,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     for kind in ("inputs", "outputs"):
         for name, spec in meta.get("network_data_format", {}).get(kind, {}).items():
             shape = "x".join(map(str, spec.get("spatial_shape", [])))
-            print(f"  {kind[:-1]} '{name}': {spec.get('type')} {spec.get('format')}, {spec.get('num_channels')} ch, {shape}")
+            print(
+                f"  {kind[:-1]} '{name}': {spec.get('type')} {spec.get('format')}, {spec.get('num_channels')} ch, {shape}"
+            )
     for ref in meta.get("references", []):
         print(f"  reference: {ref}")
     return EXIT_OK
@@ -133,7 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     if args.resume:
         if b.parser(args.config, args.override or []).get("resume") is None:
-            raise CliError(f"config '{args.config}' of {b.name} has no 'resume' setting (no mimtl.handlers.ResumableCheckpoint).")
+            raise CliError(
+                f"config '{args.config}' of {b.name} has no 'resume' setting (no mimtl.handlers.ResumableCheckpoint)."
+            )
         overrides["resume"] = True
     _audit(b, args.config, args.override or [], overrides, args.trust)
     if args.nproc > 1:
@@ -151,10 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     import traceback
 
-    from mimtl.errors import root_cause
-    from mimtl.io.meta import ImageReadError
     from mimtl.data.validate import DataValidationError
+    from mimtl.errors import root_cause
     from mimtl.handlers.resume import ResumeError
+    from mimtl.io.meta import ImageReadError
 
     try:
         wf.initialize()
@@ -165,7 +171,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as e:
         cause = root_cause(e)
         if isinstance(cause, AuditError):
-            print(f"mimtl run: stopped: {cause}\nRun again with --trust if you trust the config's author.", file=sys.stderr)
+            print(
+                f"mimtl run: stopped: {cause}\nRun again with --trust if you trust the config's author.",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         # Bad data is the user's input, not a crash: say which files, without a traceback.
         if isinstance(cause, (DataValidationError, ImageReadError, ConfigKeyError, ResumeError)):
@@ -251,6 +260,48 @@ def cmd_results(args: argparse.Namespace) -> int:
     return EXIT_FAILED if problems else EXIT_OK
 
 
+def cmd_domain_fit(args: argparse.Namespace) -> int:
+    from mimtl.bundle import BundleError
+    from mimtl.bundle.domain import fit_domain
+
+    b = _bundle(args.bundle)
+    try:
+        path, summary = fit_domain(b, coverage=args.coverage, out=args.out, datalist=args.datalist)
+    except BundleError as e:
+        raise CliError(str(e)) from None
+    print(
+        f"thresholds: {summary['thresholds']}; validation pass rate {summary['val_pass_rate']:.3f} "
+        f"(target {summary['coverage_target']:.2f}, {summary['n_val']} films)"
+    )
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return EXIT_OK
+
+
+def cmd_domain_report(args: argparse.Namespace) -> int:
+    from mimtl.bundle import BundleError
+    from mimtl.bundle.domain import (
+        compare_domain_report,
+        compute_domain_report,
+        render_domain_report,
+        write_domain_report,
+    )
+
+    b = _bundle(args.bundle)
+    try:
+        report = compute_domain_report(b)
+    except BundleError as e:
+        raise CliError(str(e)) from None
+    print(render_domain_report(report))
+    if args.write:
+        for path in write_domain_report(b, report):
+            print(f"wrote {path}")
+        return EXIT_OK
+    problems = compare_domain_report(b, report)
+    for p in problems:
+        print(f"differs: {p}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from mimtl.bundle import audit_config_files
 
@@ -285,7 +336,10 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     for task in tasks:
         out = Path(args.out) / task if len(tasks) > 1 else Path(args.out)
         try:
-            datalist = build_demo(task, out, n=args.n, seed=args.seed)
+            if task == "brain" and args.style != "default" and args.task == "brain":
+                raise CliError("--style applies to the chest tasks only; the brain demo has no film styles.")
+            options = {} if args.style == "default" or task == "brain" else {"style": args.style}
+            datalist = build_demo(task, out, n=args.n, seed=args.seed, **options)
         except SourceUnavailableError as e:
             raise CliError(str(e)) from None
         print(f"{task}: {datalist} (contact sheet: {datalist.parent / 'contact_sheet.png'})")
@@ -313,7 +367,9 @@ def cmd_data_adapt(args: argparse.Namespace) -> int:
         datalist = adapt(args.name, args.root, out=args.out, **options)
     except (DataValidationError, ValueError, TypeError) as e:
         raise CliError(str(e)) from None
-    counts = ", ".join(f"{k}: {len(v)}" for k, v in datalist.items() if isinstance(v, list) and v and isinstance(v[0], dict))
+    counts = ", ".join(
+        f"{k}: {len(v)}" for k, v in datalist.items() if isinstance(v, list) and v and isinstance(v[0], dict)
+    )
     print(f"wrote {args.out} ({counts})")
     return EXIT_OK
 
@@ -350,14 +406,29 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a bundle config (train, evaluate, inference, ...)")
     s.add_argument("bundle")
     s.add_argument("config", nargs="?", default="inference", help="config name (default: inference)")
-    s.add_argument("--set", action="append", metavar="ID=VALUE",
-                   help="override a config id, e.g. --set train::trainer::max_epochs=2 (repeatable; value is YAML)")
-    s.add_argument("--override", action="append", metavar="FILE",
-                   help="an override config file merged last (e.g. from another lab; audited first)")
-    s.add_argument("--trust", action="store_true", help="skip the audit of configs, overrides and weights (see docs/sharing_configs.md)")
+    s.add_argument(
+        "--set",
+        action="append",
+        metavar="ID=VALUE",
+        help="override a config id, e.g. --set train::trainer::max_epochs=2 (repeatable; value is YAML)",
+    )
+    s.add_argument(
+        "--override",
+        action="append",
+        metavar="FILE",
+        help="an override config file merged last (e.g. from another lab; audited first)",
+    )
+    s.add_argument(
+        "--trust",
+        action="store_true",
+        help="skip the audit of configs, overrides and weights (see docs/sharing_configs.md)",
+    )
     s.add_argument("--allow-new-keys", action="store_true", help="let --set add ids the config does not have")
-    s.add_argument("--resume", action="store_true",
-                   help="train: continue from the checkpoint a killed run left in ckpt_dir (resume.pt); none: start fresh")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="train: continue from the checkpoint a killed run left in ckpt_dir (resume.pt); none: start fresh",
+    )
     s.add_argument("--nproc", type=int, default=1, help="processes for multi-GPU configs (torchrun; gloo on CPU)")
     s.set_defaults(func=cmd_run)
 
@@ -375,10 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trace", action="store_true", help="trace instead of trying to script first")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("results", help="evaluate a bundle and check (or --write) the figures its metadata and README publish")
+    s = sub.add_parser(
+        "results", help="evaluate a bundle and check (or --write) the figures its metadata and README publish"
+    )
     s.add_argument("bundle")
     s.add_argument("--write", action="store_true", help="write eval_metrics, thresholds and the README table")
     s.set_defaults(func=cmd_results)
+    s = sub.add_parser("domain", help="the out-of-domain guard: fit it on a bundle's training data, report how it does")
+    dom = s.add_subparsers(dest="domain_command", metavar="DOMAIN_COMMAND", required=True)
+    d = dom.add_parser("fit", help="fit models/domain.pt on the training split, calibrate it on the validation split")
+    d.add_argument("bundle")
+    d.add_argument("--coverage", type=float, default=0.95, help="share of in-domain films that pass (default: 0.95)")
+    d.add_argument("--datalist", help="datalist JSON (default: the train config's, the demo data)")
+    d.add_argument("--out", help="file to write (default: models/domain.pt in the bundle; a .json beside it)")
+    d.set_defaults(func=cmd_domain_fit)
+    d = dom.add_parser("report", help="score the test split and foreign inputs; check (or --write) the README table")
+    d.add_argument("bundle")
+    d.add_argument("--write", action="store_true", help="write the README table and docs/domain_scores.png")
+    d.set_defaults(func=cmd_domain_report)
     s = sub.add_parser("audit", help="list the constructs of config files that are not on the audit's allowlist")
     s.add_argument("files", nargs="+", metavar="CONFIG")
     s.set_defaults(func=cmd_audit)
@@ -388,17 +473,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--list-key", default="training", help="which list of the datalist (default: training)")
     s.add_argument("--keys", nargs="+", default=["image"], help="keys whose values are files (default: image)")
     s.add_argument("--base-dir", help="folder relative paths start from (default: the datalist's folder)")
-    s.add_argument("--deep", action="store_true", help="decode every file (finds damaged pixels, NaN/Inf); default: headers")
-    s.add_argument("--shallow", action="store_true", help=argparse.SUPPRESS)  # deprecated: header checks are the default
+    s.add_argument(
+        "--deep", action="store_true", help="decode every file (finds damaged pixels, NaN/Inf); default: headers"
+    )
+    s.add_argument(
+        "--shallow", action="store_true", help=argparse.SUPPRESS
+    )  # deprecated: header checks are the default
     s.set_defaults(func=cmd_check_data)
 
     s = sub.add_parser("data", help="build the embedded demo data, fetch its sources, adapt public data sets")
     data = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
-    d = data.add_parser("demo", help="build a demo data set from real anatomy (public layout + datalist + contact sheet)")
+    d = data.add_parser(
+        "demo", help="build a demo data set from real anatomy (public layout + datalist + contact sheet)"
+    )
     d.add_argument("task", help="classification, landmarks, segmentation, brain, or all")
     d.add_argument("--out", required=True, help="output folder (with 'all': one subfolder per task)")
     d.add_argument("--n", type=int, help="number of images/cases (default: the builder's)")
     d.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default: 0)")
+    d.add_argument(
+        "--style",
+        default="default",
+        choices=("default", "randomized", "other_acquisition"),
+        help="film style of the chest tasks (docs/simulator.md; default: default, the shipped models' data)",
+    )
     d.set_defaults(func=cmd_data_demo)
     d = data.add_parser("fetch", help="download and verify the source volumes into the cache ($MIMTL_CACHE_DIR)")
     d.set_defaults(func=cmd_data_fetch)

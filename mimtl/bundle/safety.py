@@ -125,7 +125,7 @@ DENIED = (
     "ignite.distributed.launcher", "ignite.distributed.Parallel", "ignite.distributed.utils.spawn",
     # mimtl: the command line, bundle loaders that run whole configs, the audit itself, downloads
     "mimtl.cli", "mimtl.__main__", "mimtl.demo", "mimtl.bundle.safety", "mimtl.bundle.verify",
-    "mimtl.bundle.export", "mimtl.bundle.results", "mimtl.bundle.monai_config", "mimtl.bundle.bundle.Bundle", "mimtl.bundle.bundle.load_bundle", "mimtl.sim.sources",
+    "mimtl.bundle.export", "mimtl.bundle.results", "mimtl.bundle.monai_config", "mimtl.bundle.domain", "mimtl.sim.domain_foreign", "mimtl.bundle.bundle.Bundle", "mimtl.bundle.bundle.load_bundle", "mimtl.sim.sources",
     "mimtl.io.sources", "mimtl.data.sources",
 )  # fmt: skip
 #: Callables accepted only when called with ``weights_only=True`` written out (refused otherwise,

@@ -25,7 +25,9 @@ else:
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 
 __all__ = [
+    "DOMAIN_COLUMNS",
     "FAILED",
+    "WITHHELD",
     "OutputWriteError",
     "OutputWriter",
     "csv_text",
@@ -40,6 +42,10 @@ __all__ = [
 
 #: The ``status`` of a row whose file :class:`~mimtl.data.TolerantDataset` could not use: ``failed: <reason>``.
 FAILED = "failed: "
+#: The ``status`` of a row whose predictions :class:`~mimtl.handlers.DomainCheck` withheld (``on_out_of_domain: skip``).
+WITHHELD = "withheld: out of domain"
+#: The columns :class:`~mimtl.handlers.DomainCheck`'s verdict adds to a writer's rows (only in runs it scored).
+DOMAIN_COLUMNS = ("in_domain", "domain_score", "domain_reason")
 
 
 def per_item(data: Any) -> list[Mapping]:
@@ -248,6 +254,47 @@ class OutputWriter:
         """Write ``data`` as indented JSON atomically; return ``path``."""
         write_atomic(path, json.dumps(data, indent=2) + "\n")
         return path
+
+    # -- the domain check --------------------------------------------------------------------------
+    @staticmethod
+    def domain_of(item: Mapping, output: Mapping) -> dict[str, Any]:
+        """:class:`~mimtl.handlers.DomainCheck`'s verdict on one item as cells, ``{}`` when none ran.
+
+        ``in_domain`` (``true``/``false``, empty when not checked), ``domain_score`` (3 decimals; ``<= 1``
+        passes), ``domain_reason`` and ``withheld`` (bool: leave the predictions out).
+        """
+        source = output if "in_domain" in output else item
+        if "in_domain" not in source:
+            return {}
+        flag, score = source.get("in_domain"), source.get("domain_score")
+        flag = flag.item() if isinstance(flag, torch.Tensor) else flag
+        score = score.item() if isinstance(score, torch.Tensor) else score
+        return {
+            "in_domain": "" if flag is None else str(bool(flag)).lower(),
+            "domain_score": "" if score is None or math.isnan(float(score)) else f"{float(score):.3f}",
+            "domain_reason": f"{source.get('domain_reason') or ''}",
+            "withheld": bool(source.get("domain_withheld", False)),
+        }
+
+    @staticmethod
+    def domain_cells(domain: Mapping[str, Any]) -> dict[str, Any]:
+        """The CSV cells of a :meth:`domain_of` verdict (``{}`` when none)."""
+        return {k: domain[k] for k in DOMAIN_COLUMNS if k in domain}
+
+    @staticmethod
+    def domain_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """:data:`DOMAIN_COLUMNS` when some row carries a verdict, else none (a run without the check)."""
+        return list(DOMAIN_COLUMNS) if any("in_domain" in r for r in rows) else []
+
+    @staticmethod
+    def domain_json(domain: Mapping[str, Any]) -> dict[str, Any]:
+        """A verdict for JSON: ``in_domain`` true/false/null, ``domain_score`` a number or null, the reason."""
+        if not domain:
+            return {}
+        flag = {"true": True, "false": False}.get(domain["in_domain"])
+        score = float(domain["domain_score"]) if domain["domain_score"] else None
+        score = score if score is None or math.isfinite(score) else f"{score}"  # JSON has no Infinity
+        return {"in_domain": flag, "domain_score": score, "domain_reason": domain["domain_reason"]}
 
     @staticmethod
     def failed_status(reason: str) -> str:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", "0.4.11", min_version, "Engine")
 
-from mimtl.handlers._common import OutputWriter, font, save_atomic, to_uint8
+from mimtl.handlers._common import WITHHELD, OutputWriter, font, save_atomic, to_uint8
 
 __all__ = ["ClassificationWriter", "GradCAMWriter", "resolve_thresholds"]
 
@@ -77,10 +77,6 @@ def resolve_thresholds(
     return values
 
 
-
-
-
-
 def _probabilities(pred: Any, n_labels: int) -> np.ndarray:
     values = np.asarray(
         pred.detach().float().cpu().numpy() if isinstance(pred, torch.Tensor) else pred, dtype=np.float64
@@ -90,10 +86,6 @@ def _probabilities(pred: Any, n_labels: int) -> np.ndarray:
             f"the model gives {values.shape[0]} outputs per image but {n_labels} label_names are configured."
         )
     return values
-
-
-
-
 
 
 def _label_names(label_names: Sequence[str]) -> list[str]:
@@ -113,11 +105,12 @@ class _ClassificationOutput(OutputWriter):
         self.label_names = _label_names(label_names)
         self.pred_key = pred_key
 
-    def predictions(self, engine: Engine) -> Iterator[tuple[str, np.ndarray | None, str, Any]]:
-        """``(file, probabilities or None, failure reason or "", image)`` per item of an iteration."""
+    def predictions(self, engine: Engine) -> Iterator[tuple[str, np.ndarray | None, str, Any, dict[str, Any]]]:
+        """``(file, probabilities or None, failure reason or "", image, domain verdict)`` per item of an
+        iteration (the verdict: :meth:`~mimtl.handlers._common.OutputWriter.domain_of`, ``{}`` without a domain check)."""
         for item, out, name, error in self.items(engine):
             probs = None if error else _probabilities(out[self.pred_key], len(self.label_names))
-            yield name, probs, error, out.get(self.image_key, item.get(self.image_key))
+            yield name, probs, error, out.get(self.image_key, item.get(self.image_key)), self.domain_of(item, out)
 
 
 class ClassificationWriter(_ClassificationOutput):
@@ -127,7 +120,10 @@ class ClassificationWriter(_ClassificationOutput):
     ``Activationsd(sigmoid=True)``), ``pred_<label>`` per label (1 when ``prob >= threshold``),
     ``predicted_class`` (the most probable label; multi-class only) and ``status``: ``ok``, or
     ``failed: <reason>`` for an item :class:`~mimtl.data.TolerantDataset` could not load, whose
-    probability and decision cells are empty. Rows are in the order the evaluator saw the items
+    probability and decision cells are empty. After a :class:`~mimtl.handlers.DomainCheck`, the
+    columns ``in_domain``, ``domain_score`` and ``domain_reason`` follow ``status``; a film it flags
+    under ``on_out_of_domain: skip`` keeps them, with empty predictions and status
+    ``withheld: out of domain``. Rows are in the order the evaluator saw the items
     (the datalist's, with ``shuffle: false``). On completion the CSV and a JSON summary beside it
     (``<stem>.json``: counts, failed files with reasons, thresholds, label names) are written
     atomically, and where they went is logged (a warning when some files failed).
@@ -187,14 +183,17 @@ class ClassificationWriter(_ClassificationOutput):
             *(f"pred_{n}" for n in self.label_names),
             *extra,
             "status",
+            *self.domain_columns(self.rows),
         ]
 
     def __call__(self, engine: Engine) -> None:
         """Collect the rows of one iteration."""
-        for name, probs, error, _ in self.predictions(engine):
-            row: dict[str, Any] = {"file": name}
+        for name, probs, error, _, domain in self.predictions(engine):
+            row: dict[str, Any] = {"file": name, **self.domain_cells(domain)}
             if error:
                 row["status"] = self.failed_status(error)
+            elif domain.get("withheld"):
+                row["status"] = WITHHELD
             else:
                 if not self._range_warned and (probs.min() < 0.0 or probs.max() > 1.0):
                     self._range_warned = True
@@ -228,6 +227,19 @@ class ClassificationWriter(_ClassificationOutput):
             "label_names": self.label_names,
             "thresholds": dict(zip(self.label_names, self.thresholds, strict=True)),
             "multi_label": self.multi_label,
+            **self._domain_summary(),
+        }
+
+    def _domain_summary(self) -> dict[str, Any]:
+        if not self.domain_columns(self.rows):
+            return {}
+        flagged = [
+            {"file": r["file"], "reason": r["domain_reason"]} for r in self.rows if r.get("in_domain") == "false"
+        ]
+        return {
+            "n_out_of_domain": len(flagged),
+            "out_of_domain": flagged,
+            "n_withheld": sum(r.get("status") == WITHHELD for r in self.rows),
         }
 
     def write(self, engine: Engine | None = None) -> Path:
@@ -305,10 +317,6 @@ def _colormap(values: np.ndarray) -> np.ndarray:
     v = np.clip(values, 0.0, 1.0)
     rgb = [np.interp(v, _JET[:, 0], _JET[:, c]) for c in (1, 2, 3)]
     return np.stack(rgb, axis=-1).astype(np.uint8)
-
-
-
-
 
 
 class GradCAMWriter(_ClassificationOutput):
@@ -422,12 +430,12 @@ class GradCAMWriter(_ClassificationOutput):
 
     def __call__(self, engine: Engine) -> None:
         """Write the overlays of one iteration's images."""
-        for name, probs, error, image in self.predictions(engine):
-            if error or image is None:
+        for name, probs, error, image, domain in self.predictions(engine):
+            if error or image is None or domain.get("withheld"):
                 continue
             labels = self.select(probs)
             cams = self.compute(image, labels)
-            self.written.append(self.save(image, cams, labels, probs, name))
+            self.written.append(self.save(image, cams, labels, probs, name, domain))
 
     def compute(self, image: torch.Tensor, class_indices: Sequence[int]) -> np.ndarray:
         """Grad-CAM maps ``(len(class_indices), H, W)`` in [0, 1] of one channel-first image ``(C, H, W)``."""
@@ -459,9 +467,18 @@ class GradCAMWriter(_ClassificationOutput):
         return self.item_path(name, "_gradcam.png")
 
     def save(
-        self, image: torch.Tensor, cams: np.ndarray, labels: Sequence[int], probs: np.ndarray, name: str
+        self,
+        image: torch.Tensor,
+        cams: np.ndarray,
+        labels: Sequence[int],
+        probs: np.ndarray,
+        name: str,
+        domain: Mapping[str, Any] | None = None,
     ) -> Path:
-        """Render the panels of one image and save them as a PNG; return its path."""
+        """Render the panels of one image and save them as a PNG; return its path.
+
+        A film the domain check flagged gets a red line under the titles: ``OUT OF DOMAIN`` and the reason.
+        """
         from PIL import Image, ImageDraw
 
         pixels = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
@@ -473,8 +490,13 @@ class GradCAMWriter(_ClassificationOutput):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         font_size = max(10, size[0] // 18)
         text_font, header = font(font_size), font_size + 8
-        sheet = Image.new("RGB", (size[0] * len(labels), size[1] + header), (0, 0, 0))
+        flagged = bool(domain) and domain.get("in_domain") == "false"
+        banner = font_size + 6 if flagged else 0
+        sheet = Image.new("RGB", (size[0] * len(labels), size[1] + header + banner), (0, 0, 0))
         draw = ImageDraw.Draw(sheet)
+        if flagged:
+            draw.text((4, header), f"OUT OF DOMAIN: {domain['domain_reason']}", fill=(255, 60, 60), font=text_font)
+        header += banner
         base = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
         for k, (label, cam) in enumerate(zip(labels, cams, strict=True)):
             blend = (1.0 - self.alpha) * base + self.alpha * _colormap(cam).astype(np.float32)

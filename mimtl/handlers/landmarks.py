@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.utils import min_version, optional_import
 
-from mimtl.handlers._common import OutputWriter, font, save_atomic, to_uint8
+from mimtl.handlers._common import WITHHELD, OutputWriter, font, save_atomic, to_uint8
 from mimtl.metrics.conformal import conformal_radius, empirical_coverage
 from mimtl.metrics.landmarks import landmark_summary, radial_errors
 
@@ -102,7 +102,7 @@ class _LandmarkOutput(OutputWriter):
         """Add the records of one iteration; return each new record with its batch and output item."""
         new = []
         for item, out, name, error in self.items(engine):
-            record: dict[str, Any] = {"file": name, "error": error}
+            record: dict[str, Any] = {"file": name, "error": error, "domain": self.domain_of(item, out)}
             if not error:
                 image = out.get(self.image_key, item.get(self.image_key))
                 meta = getattr(image, "meta", {}) or {}
@@ -211,7 +211,12 @@ class LandmarkReport(_LandmarkOutput):
             }
             if self.conformal_file is not None:
                 self.write_json(self.conformal_file, conformal)
-                logger.info("conformal radii (%.0f %% coverage, %s) written to %s", 100 * self.coverage, unit, self.conformal_file)
+                logger.info(
+                    "conformal radii (%.0f %% coverage, %s) written to %s",
+                    100 * self.coverage,
+                    unit,
+                    self.conformal_file,
+                )
             summary["conformal"] = conformal
             conformal = {**conformal, "radius": [float(r) for r in radius]}
         elif self.conformal_file is not None:
@@ -231,7 +236,10 @@ class LandmarkReport(_LandmarkOutput):
         overall = summary["overall"]
         logger.info(
             "landmarks: MRE %.3f %s (sd %.3f) on %d images; %s",
-            overall["mre"], unit, overall["mre_sd"], len(items),
+            overall["mre"],
+            unit,
+            overall["mre_sd"],
+            len(items),
             ", ".join(f"SDR@{t:g} {overall[f'sdr_{t:g}']:.3f}" for t in self.thresholds),
         )
         return summary
@@ -244,13 +252,21 @@ class LandmarkReport(_LandmarkOutput):
         for it, e_px, e in zip(items, px, errors, strict=True):
             for k, name in enumerate(self.landmark_names):
                 p, t = it["pred_points"][k], it["label_points"][k]
-                rows.append({
-                    "file": it["file"], "landmark": k, "name": name,
-                    "pred_x": _fmt(p[0]), "pred_y": _fmt(p[1]), "true_x": _fmt(t[0]), "true_y": _fmt(t[1]),
-                    "error_px": _fmt(e_px[k]), f"error_{unit}": _fmt(e[k]) if unit == "mm" else _fmt(e_px[k]),
-                    "confidence": _fmt(float(it["confidence"][k])),
-                    "inside_radius": "" if radius is None or not math.isfinite(e[k]) else int(e[k] <= radius[k]),
-                })
+                rows.append(
+                    {
+                        "file": it["file"],
+                        "landmark": k,
+                        "name": name,
+                        "pred_x": _fmt(p[0]),
+                        "pred_y": _fmt(p[1]),
+                        "true_x": _fmt(t[0]),
+                        "true_y": _fmt(t[1]),
+                        "error_px": _fmt(e_px[k]),
+                        f"error_{unit}": _fmt(e[k]) if unit == "mm" else _fmt(e_px[k]),
+                        "confidence": _fmt(float(it["confidence"][k])),
+                        "inside_radius": "" if radius is None or not math.isfinite(e[k]) else int(e[k] <= radius[k]),
+                    }
+                )
         columns = ["file", "landmark", "name", "pred_x", "pred_y", "true_x", "true_y", "error_px"]
         columns += (["error_mm"] if unit == "mm" else []) + ["confidence", "inside_radius"]
         self.write_csv(self.table_path("landmark_errors", ".csv"), rows, columns)
@@ -258,8 +274,15 @@ class LandmarkReport(_LandmarkOutput):
         per = summary["per_landmark"]
         metric_rows = [{"landmark": p["name"], **{c: p.get(c, "") for c in metric_cols[1:]}} for p in per]
         overall = summary["overall"]
-        metric_rows.append({"landmark": "overall", "mre": overall["mre"], "sd": overall["mre_sd"],
-                            **{f"sdr_{t:g}": overall[f"sdr_{t:g}"] for t in self.thresholds}, "n": overall["n_points"]})
+        metric_rows.append(
+            {
+                "landmark": "overall",
+                "mre": overall["mre"],
+                "sd": overall["mre_sd"],
+                **{f"sdr_{t:g}": overall[f"sdr_{t:g}"] for t in self.thresholds},
+                "n": overall["n_points"],
+            }
+        )
         self.write_csv(self.table_path("landmark_metrics", ".csv"), metric_rows, metric_cols)
         self.write_json(self.table_path("landmark_summary", ".json"), summary)
 
@@ -346,7 +369,7 @@ class LandmarkWriter(_LandmarkOutput):
         # overlays are drawn here, between batches: a background thread was slower on 2 cores, where
         # it takes a core from the forward pass's threads (benchmarks/xray_landmark_detection.py)
         for record, item, out in self.collect(engine):
-            if self.overlay and not record["error"]:
+            if self.overlay and not record["error"] and not record["domain"].get("withheld"):
                 copy = None
                 if self.overlay_key is not None:
                     copy = item.get(self.overlay_key, out.get(self.overlay_key))
@@ -422,7 +445,19 @@ class LandmarkWriter(_LandmarkOutput):
                 draw.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), outline=_RADIUS, width=max(1, size[0] // 400))
             draw.ellipse((cx - dot, cy - dot, cx + dot, cy + dot), fill=_POINT)
             # a black rim keeps the number readable on bright bone
-            draw.text((cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=_LABEL, font=text_font, stroke_width=1, stroke_fill=0)
+            draw.text(
+                (cx + dot + 2, cy - dot - 2), f"{k + 1}", fill=_LABEL, font=text_font, stroke_width=1, stroke_fill=0
+            )
+        domain = item.get("domain") or {}
+        if domain.get("in_domain") == "false":  # the domain check's verdict, in red on the film
+            draw.text(
+                (4, 4),
+                f"OUT OF DOMAIN: {domain['domain_reason']}",
+                fill=_POINT,
+                font=text_font,
+                stroke_width=1,
+                stroke_fill=0,
+            )
         path = self.item_path(item["file"], "_landmarks.png", folder="overlays")
         # zlib's default level costs 2.5x for 3 % smaller files
         return save_atomic(path, lambda tmp: canvas.save(tmp, format="PNG", compress_level=1))
@@ -431,9 +466,15 @@ class LandmarkWriter(_LandmarkOutput):
         """Write ``landmarks.csv`` and ``landmarks.json``; return the CSV path."""
         rows, files = [], []
         for item in self.records:
+            domain = item.get("domain") or {}
+            cells, verdict = self.domain_cells(domain), self.domain_json(domain)
             if item["error"]:
-                rows.append({"file": item["file"], "status": self.failed_status(item["error"])})
-                files.append({"file": item["file"], "status": "failed", "reason": item["error"]})
+                rows.append({"file": item["file"], "status": self.failed_status(item["error"]), **cells})
+                files.append({"file": item["file"], "status": "failed", "reason": item["error"], **verdict})
+                continue
+            if domain.get("withheld"):  # out of domain under on_out_of_domain: skip: the flag, no points
+                rows.append({"file": item["file"], "status": WITHHELD, **cells})
+                files.append({"file": item["file"], "status": WITHHELD, **verdict, "landmarks": []})
                 continue
             radius, radius_unit = self._radius_px(item)
             points = []
@@ -441,33 +482,78 @@ class LandmarkWriter(_LandmarkOutput):
                 p, c = item["pred_points"][k], item["pred_coords"][k]
                 mm = item["unit"] == "mm"
                 entry = {
-                    "landmark": k, "name": name, "x_px": _fmt(p[0]), "y_px": _fmt(p[1]),
-                    "x_mm": _fmt(c[0]) if mm else "", "y_mm": _fmt(c[1]) if mm else "",
+                    "landmark": k,
+                    "name": name,
+                    "x_px": _fmt(p[0]),
+                    "y_px": _fmt(p[1]),
+                    "x_mm": _fmt(c[0]) if mm else "",
+                    "y_mm": _fmt(c[1]) if mm else "",
                     "confidence": _fmt(float(item["confidence"][k])),
-                    "radius": _fmt(radius[k]), "radius_unit": radius_unit if math.isfinite(radius[k]) else "",
+                    "radius": _fmt(radius[k]),
+                    "radius_unit": radius_unit if math.isfinite(radius[k]) else "",
                 }
                 points.append(entry)
-                rows.append({"file": item["file"], **entry, "unit": item["unit"],
-                             "spacing_source": item["spacing_source"], "status": "ok"})
-            files.append({
-                "file": item["file"], "status": "ok", "unit": item["unit"],
-                "spacing_mm": [None if not math.isfinite(s) else float(s) for s in item["spacing"]],
-                "spacing_source": item["spacing_source"]
-                or ("unknown: coordinates in pixels" if item["unit"] == "px" else ""),
-                "overlay": item.get("overlay"),
-                "landmarks": [{k: (float(v) if isinstance(v, str) and v and k not in ("name", "radius_unit") else v)
-                               for k, v in e.items()} for e in points],
-            })
-        columns = ["file", "landmark", "name", "x_px", "y_px", "x_mm", "y_mm", "unit", "spacing_source",
-                   "confidence", "radius", "radius_unit", "status"]
+                rows.append(
+                    {
+                        "file": item["file"],
+                        **entry,
+                        "unit": item["unit"],
+                        "spacing_source": item["spacing_source"],
+                        "status": "ok",
+                        **cells,
+                    }
+                )
+            files.append(
+                {
+                    "file": item["file"],
+                    "status": "ok",
+                    **verdict,
+                    "unit": item["unit"],
+                    "spacing_mm": [None if not math.isfinite(s) else float(s) for s in item["spacing"]],
+                    "spacing_source": item["spacing_source"]
+                    or ("unknown: coordinates in pixels" if item["unit"] == "px" else ""),
+                    "overlay": item.get("overlay"),
+                    "landmarks": [
+                        {
+                            k: (float(v) if isinstance(v, str) and v and k not in ("name", "radius_unit") else v)
+                            for k, v in e.items()
+                        }
+                        for e in points
+                    ],
+                }
+            )
+        columns = [
+            "file",
+            "landmark",
+            "name",
+            "x_px",
+            "y_px",
+            "x_mm",
+            "y_mm",
+            "unit",
+            "spacing_source",
+            "confidence",
+            "radius",
+            "radius_unit",
+            "status",
+            *self.domain_columns(rows),
+        ]
         path = self.write_csv(self.table_path("landmarks", ".csv"), rows, columns)
         report = {
             "n_images": len(files),
-            "n_failed": sum(f["status"] != "ok" for f in files),
+            "n_failed": sum(f["status"] == "failed" for f in files),
+            **(
+                {
+                    "n_out_of_domain": sum(f.get("in_domain") is False for f in files),
+                    "n_withheld": sum(f["status"] == WITHHELD for f in files),
+                }
+                if self.domain_columns(rows)
+                else {}
+            ),
             "landmark_names": self.landmark_names,
-            "conformal": None if self.conformal is None else {
-                k: self.conformal[k] for k in ("coverage", "unit", "n_calibration") if k in self.conformal
-            },
+            "conformal": None
+            if self.conformal is None
+            else {k: self.conformal[k] for k in ("coverage", "unit", "n_calibration") if k in self.conformal},
             "coordinates": "pixels of the original file, array index order (x = column, y = row for 2D films); "
             "mm = pixels * spacing when the spacing is known",
             "images": files,
@@ -475,6 +561,9 @@ class LandmarkWriter(_LandmarkOutput):
         self.write_json(self.table_path("landmarks", ".json"), report)
         n_failed = report["n_failed"]
         (logger.warning if n_failed else logger.info)(
-            "landmarks of %d images written to %s%s", len(files), path, f"; {n_failed} failed (listed)" if n_failed else ""
+            "landmarks of %d images written to %s%s",
+            len(files),
+            path,
+            f"; {n_failed} failed (listed)" if n_failed else "",
         )
         return path
