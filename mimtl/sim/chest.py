@@ -33,10 +33,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mimtl.sim import drr
+from mimtl.sim import drr, findings
 from mimtl.sim.sheet import contact_sheet
+from mimtl.sim.style import FilmSettings, FilmStyle, get_style, process, save_film, settings_record
 
 __all__ = [
+    "CHEXPERT_CLASSES",
     "CHEXPERT_COLUMNS",
     "CLASSES",
     "DEFAULT_PREVALENCE",
@@ -51,19 +53,49 @@ __all__ = [
 
 #: The header of CheXpert's train.csv / valid.csv, in its order.
 CHEXPERT_COLUMNS = (
-    "Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
-    "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis",
-    "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
-)  # fmt: skip
+    "Path",
+    "Sex",
+    "Age",
+    "Frontal/Lateral",
+    "AP/PA",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 #: The classes of the classification demo, in CheXpert's column order (the datalist's "label" order).
 CLASSES = ("No Finding", "Cardiomegaly", "Lung Lesion", "Pleural Effusion")
 #: Default probability of each finding per film (independent, so findings co-occur).
 DEFAULT_PREVALENCE = {"Cardiomegaly": 0.25, "Lung Lesion": 0.3, "Pleural Effusion": 0.25}
+#: The five findings of the CheXpert competition (Morra et al.'s released models), in their
+#: order, after "No Finding": pass ``classes=CHEXPERT_CLASSES`` to :func:`build_classification`.
+CHEXPERT_CLASSES = ("No Finding", "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+#: Default prevalence of the findings that :data:`DEFAULT_PREVALENCE` leaves out.
+EXTRA_PREVALENCE = {"Atelectasis": 0.2, "Consolidation": 0.2, "Edema": 0.15}
 #: Landmark names of the landmark demo, in file-line order.
 LANDMARKS = (
-    "right_lung_apex", "left_lung_apex", "carina", "aortic_knob", "right_costophrenic_angle",
-    "left_costophrenic_angle", "cardiac_apex", "right_hemidiaphragm_dome", "T1_body", "T8_body", "T12_body",
-)  # fmt: skip
+    "right_lung_apex",
+    "left_lung_apex",
+    "carina",
+    "aortic_knob",
+    "right_costophrenic_angle",
+    "left_costophrenic_angle",
+    "cardiac_apex",
+    "right_hemidiaphragm_dome",
+    "T1_body",
+    "T8_body",
+    "T12_body",
+)
 #: Values of the segmentation demo's multi-class label maps.
 SEGMENTATION_LABELS = {0: "background", 1: "left lung", 2: "right lung", 3: "heart"}
 
@@ -94,6 +126,58 @@ def _generators(seed: int, task: str, index: int, k: int = 4) -> list[np.random.
     """Independent generators for one sample (metadata, findings, pose/exposure, noise...)."""
     ss = np.random.SeedSequence([int(seed), _TASK_CODE[task], int(index)])
     return [np.random.default_rng(s) for s in ss.spawn(k)]
+
+
+def _film_settings(film_style: FilmStyle, seed: int, task: str, index: int) -> FilmSettings | None:
+    """One film's style settings from a fifth generator of the sample (the first four, and so
+    every default film, are untouched); ``None`` for the default style."""
+    if film_style.is_default:
+        return None
+    ss = np.random.SeedSequence([int(seed), _TASK_CODE[task], int(index)])
+    return film_style.sample(np.random.default_rng(ss.spawn(5)[4]))
+
+
+def _styled_pose(pose: drr.Pose, settings: FilmSettings | None) -> drr.Pose:
+    """The pose with the style's tilt and roll added and its body size applied."""
+    if settings is None:
+        return pose
+    rx, ry, rz = pose.rotation
+    return replace(
+        pose, rotation=(rx + settings.tilt_deg, ry + settings.roll_deg, rz), scale=pose.scale * settings.body_scale
+    )
+
+
+def _styled_exposure(exposure: drr.Exposure, settings: FilmSettings | None) -> drr.Exposure:
+    """The exposure with the style's dose and (portable, no grid) scatter."""
+    if settings is None:
+        return exposure
+    if settings.photons is not None:
+        exposure = replace(exposure, photons=settings.photons)
+    if settings.scatter is not None:
+        exposure = replace(exposure, scatter=settings.scatter)
+    return exposure
+
+
+def _styled_geometry(geometry: drr.Geometry, settings: FilmSettings | None) -> drr.Geometry:
+    """Parallel-beam films become AP portable cone-beam films (1 m, detector behind the
+    patient) when the style says so; the spacing at the isocentre is kept."""
+    if settings is None or not settings.portable or geometry.beam == "cone":
+        return geometry
+    cone = replace(
+        geometry,
+        beam="cone",
+        view="AP",
+        source_to_detector=1000.0,
+        isocenter_to_detector=settings.isocenter_to_detector,
+    )
+    return replace(cone, spacing=round(geometry.spacing * cone.magnification, 4))
+
+
+def _lung_corners(volume: drr.ChestVolume, geometry: drr.Geometry, pose: drr.Pose) -> np.ndarray:
+    """Pixel ``(x, y)`` of the 8 corners of the lungs' bounding box (what collimation must keep)."""
+    lo, hi = volume.bounds(drr.LUNG_LABELS["left"] + drr.LUNG_LABELS["right"])
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    return drr.project_points(volume, corners, geometry, pose)
 
 
 @contextmanager
@@ -158,8 +242,6 @@ def _round(values, ndigits: int = 3):
     return values
 
 
-
-
 def _spacing(size: tuple[int, int]) -> float:
     """Pixel spacing (mm, in the patient) that makes ``size`` cover the :data:`_FIELD_MM` field."""
     return _FIELD_MM / max(size)
@@ -182,7 +264,7 @@ def _carina(volume: drr.ChestVolume, trachea: int, min_voxels: int = 5) -> np.nd
     mask = volume.mask(trachea).numpy()
     seen_single = False
     for k in range(mask.shape[0] - 1, -1, -1):  # from the head down
-        parts, n = ndimage.label(mask[k])
+        parts, _ = ndimage.label(mask[k])
         sizes = np.bincount(parts.ravel())[1:]
         big = np.flatnonzero(sizes >= min_voxels) + 1
         if len(big) == 1:
@@ -256,11 +338,25 @@ def chest_landmarks(volume: drr.ChestVolume | None = None) -> dict[str, np.ndarr
 # ----------------------------------------------------------------------------------------------
 # Classification: CheXpert-v1.0-small
 # ----------------------------------------------------------------------------------------------
+_TAGS = (("CM", "Cardiomegaly"), ("LL", "Lung Lesion"), ("AT", "Atelectasis"), ("CO", "Consolidation"), ("ED", "Edema"))
+
+
 def _short(findings: Mapping[str, bool], view: str, effusion_side: str | None) -> str:
-    tags = [t for t, c in (("CM", "Cardiomegaly"), ("LL", "Lung Lesion")) if findings[c]]
-    if findings["Pleural Effusion"]:
+    tags = [t for t, c in _TAGS if findings.get(c)]
+    if findings.get("Pleural Effusion"):
         tags.append(f"EF{'(' + effusion_side[0].upper() + ')' if effusion_side else ''}")
     return f"{view} " + (" ".join(tags) if tags else "no finding")
+
+
+#: Finding -> its 3D insertion, in the order they are inserted (each draws from the finding generator).
+_INSERT = {
+    "Cardiomegaly": drr.enlarge_heart,
+    "Pleural Effusion": drr.insert_effusion,
+    "Lung Lesion": drr.insert_nodule,
+    "Atelectasis": findings.insert_atelectasis,
+    "Consolidation": findings.insert_consolidation,
+    "Edema": findings.insert_edema,
+}
 
 
 def build_classification(
@@ -271,6 +367,8 @@ def build_classification(
     prevalence: Mapping[str, float] | None = None,
     uncertain: float = 0.0,
     size: tuple[int, int] = _SIZE,
+    style: str | FilmStyle = "default",
+    classes: Sequence[str] = CLASSES,
 ) -> Path:
     """Frontal chest films with findings, in the CheXpert-v1.0-small layout.
 
@@ -282,8 +380,15 @@ def build_classification(
     the isocentre, recorded at the detector: 1.41 mm PA, 1.47 mm AP). Each film is a cone-beam
     projection (PA at 1.8 m, 70 %, or AP at 1 m) with a random pose and exposure; each finding is
     present independently with its ``prevalence`` (default :data:`DEFAULT_PREVALENCE`): a
-    5-20 mm lung nodule ("Lung Lesion"), a pleural effusion, cardiomegaly. "No Finding" is 1.0
-    when none is present.
+    5-20 mm lung nodule ("Lung Lesion"), a pleural effusion, cardiomegaly; with
+    ``classes=CHEXPERT_CLASSES`` also atelectasis, consolidation and edema
+    (:mod:`mimtl.sim.findings`, default prevalence :data:`EXTRA_PREVALENCE`). "No Finding" is
+    1.0 when none is present.
+
+    A ``style`` other than ``"default"`` (:mod:`mimtl.sim.style`, docs/simulator.md) draws per
+    film how it is acquired, processed and stored (AP portable films, children, tone curves, edge
+    enhancement, collimation, markers, DICOM of 8-16 bits in MONOCHROME1 or 2: ``.dcm`` instead
+    of ``.jpg``); each datalist item then records its settings under ``"style"``.
 
     Args:
         out_dir: the data set folder (replaced if it holds an earlier build).
@@ -294,16 +399,24 @@ def build_classification(
         uncertain: probability that a positive finding is written as ``-1.0`` (CheXpert's
             "uncertain") in the CSV; the datalist keeps the true label.
         size: image ``(rows, columns)``.
+        style: a preset name of :data:`mimtl.sim.style.STYLES` or a :class:`FilmStyle`.
+        classes: "No Finding" then the findings to simulate, any of "Atelectasis",
+            "Cardiomegaly", "Consolidation", "Edema", "Lung Lesion", "Pleural Effusion".
 
     Returns:
-        The datalist path. Items: ``{"image", "label": [float per class in CLASSES order],
+        The datalist path. Items: ``{"image", "label": [float per class in ``classes`` order],
         "view", "sex", "age", "spacing": [sx, sy] mm at the detector, "findings": [...],
         "uncertain": [class names written as -1.0]}``; the JSON's "labels" gives the class order.
     """
-    prevalence = dict(DEFAULT_PREVALENCE if prevalence is None else prevalence)
-    unknown = set(prevalence) - set(CLASSES[1:])
+    classes = tuple(classes)
+    if not classes or classes[0] != "No Finding" or set(classes[1:]) - set(_INSERT) or len(set(classes)) < len(classes):
+        raise ValueError(f"classes must be 'No Finding' then distinct findings of {sorted(_INSERT)}, not {classes}.")
+    defaults = {c: p for c, p in (DEFAULT_PREVALENCE | EXTRA_PREVALENCE).items() if c in classes}
+    prevalence = dict(defaults if prevalence is None else prevalence)
+    unknown = set(prevalence) - set(classes[1:])
     if unknown:
-        raise ValueError(f"Unknown findings {sorted(unknown)}; choose from {list(CLASSES[1:])}.")
+        raise ValueError(f"Unknown findings {sorted(unknown)}; choose from {list(classes[1:])}.")
+    film_style = get_style(style)
     volume = drr.load_chest_volume()
     sizes = split_sizes(n)
     folder = {"training": "train", "validation": "valid", "test": "test"}
@@ -317,49 +430,69 @@ def build_classification(
             sex = "Female" if meta_rng.random() < 0.5 else "Male"
             age = int(meta_rng.integers(18, 91))
             view = "PA" if meta_rng.random() < 0.7 else "AP"
-            present = {c: bool(meta_rng.random() < prevalence.get(c, 0.0)) for c in CLASSES[1:]}
-            unsure = [c for c in CLASSES[1:] if present[c] and meta_rng.random() < uncertain]
-            vol, findings, side = volume, [], None
-            if present["Cardiomegaly"]:
-                vol, info = drr.enlarge_heart(vol, finding_rng)
-                findings.append(info)
-            if present["Pleural Effusion"]:
-                vol, info = drr.insert_effusion(vol, finding_rng)
-                side = info["side"]
-                findings.append(info)
-            if present["Lung Lesion"]:
-                vol, info = drr.insert_nodule(vol, finding_rng)
-                findings.append(info)
+            present = {c: bool(meta_rng.random() < prevalence.get(c, 0.0)) for c in classes[1:]}
+            unsure = [c for c in classes[1:] if present[c] and meta_rng.random() < uncertain]
+            settings = _film_settings(film_style, seed, "classification", i)
+            vol, inserted, side = volume, [], None
+            for name, insert in _INSERT.items():
+                if present.get(name):
+                    vol, info = insert(vol, finding_rng)
+                    side = info["side"] if name == "Pleural Effusion" else side
+                    inserted.append(info)
             sdd, iso = (1800.0, 200.0) if view == "PA" else (1000.0, 150.0)
-            geometry = drr.Geometry(size=size, beam="cone", view=view, source_to_detector=sdd,
-                                    isocenter_to_detector=iso)  # fmt: skip
+            if settings is not None and settings.portable:
+                view, sdd, iso = "AP", 1000.0, settings.isocenter_to_detector
+            geometry = drr.Geometry(
+                size=size, beam="cone", view=view, source_to_detector=sdd, isocenter_to_detector=iso
+            )
             # detector spacing = spacing in the patient x magnification: the same 320 mm field
-            geometry = replace(geometry, spacing=round(_spacing(size) * geometry.magnification, 4)).resolved(volume)
+            field = _spacing(size) * (settings.field_scale if settings is not None else 1.0)
+            geometry = replace(geometry, spacing=round(field * geometry.magnification, 4)).resolved(volume)
             pose, exposure = drr.random_pose(pose_rng), drr.random_exposure(pose_rng)
+            pose, exposure = _styled_pose(pose, settings), _styled_exposure(exposure, settings)
             film = drr.simulate(vol, noise_rng, geometry, pose, exposure, bone_scale=_BONE_SCALE)
-            for info in findings:
+            for info in inserted:
                 if info["finding"] == "nodule":
                     info["center_px"] = drr.project_points(vol, np.array([info["center"]]), geometry, pose)[0].tolist()
-            image = drr.to_uint8(film.image)
-            sub = f"{folder[split]}/patient{i + 1:05d}/study1/view1_frontal.jpg"
-            _save_gray(base / sub, image, quality=90)
+            stem = f"{folder[split]}/patient{i + 1:05d}/study1/view1_frontal"
+            if settings is None:
+                image = drr.to_uint8(film.image)
+                sub = f"{stem}.jpg"
+                _save_gray(base / sub, image, quality=90)
+            else:
+                shown = process(film.image, settings, geometry.spacing, keep=_lung_corners(volume, geometry, pose))
+                image = drr.to_uint8(shown)
+                sub = save_film(
+                    base,
+                    stem,
+                    shown,
+                    settings,
+                    ".jpg",
+                    geometry.spacing / geometry.magnification,
+                    geometry.spacing,
+                    view,
+                    quality=90,
+                )
             path = f"CheXpert-v1.0-small/{sub}"
             labels = {"No Finding": not any(present.values()), **present}
             values = {c: ("-1.0" if c in unsure else "1.0") if labels.get(c) else "" for c in CHEXPERT_COLUMNS[5:]}
             rows[split].append([path, sex, age, "Frontal", view, *values.values()])
-            items.append({
-                "image": path,
-                "label": [float(labels[c]) for c in CLASSES],
-                "view": view,
-                "sex": sex,
-                "age": age,
-                "spacing": [geometry.spacing, geometry.spacing],
-                "findings": _round(findings),
-                "uncertain": unsure,
-            })  # fmt: skip
+            items.append(
+                {
+                    "image": path,
+                    "label": [float(labels[c]) for c in classes],
+                    "view": view,
+                    "sex": sex,
+                    "age": age,
+                    "spacing": [geometry.spacing, geometry.spacing],
+                    "findings": _round(inserted),
+                    "uncertain": unsure,
+                }
+                | ({} if settings is None else {"style": settings_record(settings)})
+            )
             splits.append(split)
             if i < 24:
-                nodules = [f["center_px"] for f in findings if f["finding"] == "nodule"]
+                nodules = [f["center_px"] for f in inserted if f["finding"] == "nodule"]
                 sheet[0].append(image)
                 sheet[1].append(_short(present, view, side))
                 sheet[2].append(np.array(nodules) if nodules else None)
@@ -371,13 +504,20 @@ def build_classification(
                 writer.writerows(rows[split])
         contact_sheet(sheet[0], sheet[1], points=sheet[2], out=root / "contact_sheet.png")
         path = _write_datalist(
-            root, items, splits,
+            root,
+            items,
+            splits,
             name="chest_classification_demo",
             description="Simulated frontal chest films (CheXpert-v1.0-small layout) from one real chest CT; "
-                        "see docs/demo_data.md.",
-            layout="CheXpert-v1.0-small", seed=seed, n=n, labels=list(CLASSES), prevalence=prevalence,
+            "see docs/demo_data.md.",
+            layout="CheXpert-v1.0-small",
+            seed=seed,
+            n=n,
+            labels=list(classes),
+            prevalence=prevalence,
             image_size=list(size),
-        )  # fmt: skip
+            **({} if film_style.is_default else {"style": film_style.name}),
+        )
     return Path(out_dir) / path.name
 
 
@@ -391,6 +531,7 @@ def build_landmarks(
     progress: bool = True,
     size: tuple[int, int] = _SIZE,
     annotator_sd_mm: tuple[float, float] = (1.0, 1.6),
+    style: str | FilmStyle = "default",
 ) -> Path:
     """Chest films with anatomical landmarks, in the ISBI 2015 cephalometric layout.
 
@@ -405,11 +546,17 @@ def build_landmarks(
     beam, so it is the spacing in the patient). Pose and spacing are drawn again (up to 50
     times) until every landmark lies on the film, at least 3 % of its size from the edges.
 
+    ``style`` (a preset of :data:`mimtl.sim.style.STYLES` or a :class:`FilmStyle`) randomises
+    acquisition, processing and storage per film as in :func:`build_classification`; an AP
+    portable film is then a cone-beam projection and ``spacing`` stays the spacing in the
+    patient (at the isocentre); collimation never hides a landmark.
+
     Returns:
         The datalist path. Items: ``{"image", "landmarks": [[x, y], ...] (px, mean of the two
         annotators), "spacing": [sx, sy] (mm), "landmarks_mm": [[x, y], ...],
         "landmarks_true": [[x, y], ...] (px, exact projection)}``.
     """
+    film_style = get_style(style)
     volume = drr.load_chest_volume()
     points3d = np.stack(list(chest_landmarks(volume).values()))
     sizes = split_sizes(n)
@@ -420,15 +567,17 @@ def build_landmarks(
         for i in range(n):
             meta_rng, click_rng, pose_rng, noise_rng = _generators(seed, "landmarks", i)
             split = _split_of(i, sizes)
+            settings = _film_settings(film_style, seed, "landmarks", i)
+            field = _spacing(size) * (settings.field_scale if settings is not None else 1.0)
             for _ in range(50):  # every landmark on the film, 3 % of its size from the edges
-                spacing = round(float(meta_rng.uniform(0.92, 1.08)) * _spacing(size), 3)
-                geometry = _parallel_geometry(volume, spacing, size)
-                pose = drr.random_pose(pose_rng)
+                spacing = round(float(meta_rng.uniform(0.92, 1.08)) * field, 3)
+                geometry = _styled_geometry(_parallel_geometry(volume, spacing, size), settings)
+                pose = _styled_pose(drr.random_pose(pose_rng), settings)
                 truth = drr.project_points(volume, points3d, geometry, pose)
                 margin = 0.03 * np.array(size[::-1])
                 if ((truth >= margin) & (truth <= np.array(size[::-1]) - 1 - margin)).all():
                     break
-            exposure = drr.random_exposure(pose_rng)
+            exposure = _styled_exposure(drr.random_exposure(pose_rng), settings)
             film = drr.simulate(volume, noise_rng, geometry, pose, exposure, points=points3d, bone_scale=_BONE_SCALE)
             truth = film.points
             clicks = []
@@ -436,22 +585,39 @@ def build_landmarks(
                 click = np.round(truth + click_rng.normal(0, sd / spacing, truth.shape)).astype(int)
                 clicks.append(np.clip(click, 0, np.array(size[::-1]) - 1))
             name = f"{i + 1:0{width}d}"
-            image = drr.to_uint8(film.image)
-            rel = f"RawImage/{folder[split]}/{name}.bmp"
-            _save_gray(root / rel, image)
+            if settings is None:
+                image = drr.to_uint8(film.image)
+                rel = f"RawImage/{folder[split]}/{name}.bmp"
+                _save_gray(root / rel, image)
+            else:
+                shown = process(film.image, settings, geometry.spacing, keep=truth)
+                image = drr.to_uint8(shown)
+                rel = save_film(
+                    root,
+                    f"RawImage/{folder[split]}/{name}",
+                    shown,
+                    settings,
+                    ".bmp",
+                    spacing,
+                    geometry.spacing,
+                    geometry.view,
+                )
             for who, pts in zip(("400_senior", "400_junior"), clicks):
                 txt = root / "AnnotationsByMD" / who / f"{name}.txt"
                 txt.parent.mkdir(parents=True, exist_ok=True)
                 txt.write_text("".join(f"{x},{y}\n" for x, y in pts))
             mean = (clicks[0] + clicks[1]) / 2
-            items.append({
-                "image": rel,
-                "landmarks": mean.tolist(),
-                "spacing": [spacing, spacing],
-                "landmarks_mm": _round(mean * spacing),
-                "landmarks_true": _round(truth),
-                "annotations": [f"AnnotationsByMD/400_senior/{name}.txt", f"AnnotationsByMD/400_junior/{name}.txt"],
-            })  # fmt: skip
+            items.append(
+                {
+                    "image": rel,
+                    "landmarks": mean.tolist(),
+                    "spacing": [spacing, spacing],
+                    "landmarks_mm": _round(mean * spacing),
+                    "landmarks_true": _round(truth),
+                    "annotations": [f"AnnotationsByMD/400_senior/{name}.txt", f"AnnotationsByMD/400_junior/{name}.txt"],
+                }
+                | ({} if settings is None else {"style": settings_record(settings)})
+            )
             splits.append(split)
             records.append({"image": rel, "split": split, "spacing": [spacing, spacing]})
             if i < 24:
@@ -459,26 +625,39 @@ def build_landmarks(
                 sheet[1].append(f"{name} {spacing:.2f}mm")
                 sheet[2].append(mean)
             bar.update()
-        (root / "landmarks.json").write_text(json.dumps({
-            "landmarks": list(LANDMARKS),
-            "coordinates": "pixels, 0-based; x = column (towards the patient's left), y = row (towards the feet)",
-            "annotators": {"400_senior": annotator_sd_mm[0], "400_junior": annotator_sd_mm[1]},
-            "annotator_sd_mm_note": "standard deviation of each annotator's click error, mm",
-            "landmarks_3d_ras_mm": {k: _round(v) for k, v in zip(LANDMARKS, points3d)},
-            "images": records,
-        }, indent=1) + "\n")  # fmt: skip
+        (root / "landmarks.json").write_text(
+            json.dumps(
+                {
+                    "landmarks": list(LANDMARKS),
+                    "coordinates": "pixels, 0-based; x = column (towards the patient's left), y = row (towards the feet)",
+                    "annotators": {"400_senior": annotator_sd_mm[0], "400_junior": annotator_sd_mm[1]},
+                    "annotator_sd_mm_note": "standard deviation of each annotator's click error, mm",
+                    "landmarks_3d_ras_mm": {k: _round(v) for k, v in zip(LANDMARKS, points3d)},
+                    "images": records,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         with (root / "pixel_spacing.csv").open("w", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["image", "pixel_spacing_x_mm", "pixel_spacing_y_mm"])
             writer.writerows([r["image"], *r["spacing"]] for r in records)
         contact_sheet(sheet[0], sheet[1], points=sheet[2], out=root / "contact_sheet.png")
         path = _write_datalist(
-            root, items, splits,
+            root,
+            items,
+            splits,
             name="chest_landmark_demo",
             description="Simulated frontal chest films with 11 anatomical landmarks (ISBI 2015 cephalometric "
-                        "layout) from one real chest CT; see docs/demo_data.md.",
-            layout="ISBI 2015 cephalometric", seed=seed, n=n, landmark_names=list(LANDMARKS), image_size=list(size),
-        )  # fmt: skip
+            "layout) from one real chest CT; see docs/demo_data.md.",
+            layout="ISBI 2015 cephalometric",
+            seed=seed,
+            n=n,
+            landmark_names=list(LANDMARKS),
+            image_size=list(size),
+            **({} if film_style.is_default else {"style": film_style.name}),
+        )
     return Path(out_dir) / path.name
 
 
@@ -525,6 +704,7 @@ def build_segmentation(
     seed: int = 0,
     progress: bool = True,
     size: tuple[int, int] = _SIZE,
+    style: str | FilmStyle = "default",
 ) -> Path:
     """Chest films with lung and heart masks, in the Shenzhen-with-masks and SCR layouts.
 
@@ -540,10 +720,15 @@ def build_segmentation(
     crosses < 15 mm of mediastinum (aorta, airway, oesophagus, spine) and upper-abdominal
     organs together; each structure is then its largest connected part, holes filled.
 
+    ``style`` randomises acquisition, processing and storage per film as in
+    :func:`build_landmarks` (films may become ``.dcm``; masks stay PNG / GIF; collimation never
+    cuts into the lungs or heart).
+
     Returns:
         The datalist path. Items: ``{"image", "label": multi-class map, "lung_mask": binary mask,
         "spacing": [sx, sy] (mm)}``; the JSON's "labels" maps values to names.
     """
+    film_style = get_style(style)
     volume = drr.load_chest_volume()
     channels = drr.label_channels(volume, _SEG_STRUCTURES)
     sizes = split_sizes(n)
@@ -553,14 +738,35 @@ def build_segmentation(
         for i in range(n):
             meta_rng, _, pose_rng, noise_rng = _generators(seed, "segmentation", i)
             split = _split_of(i, sizes)
-            geometry = _parallel_geometry(volume, _spacing(size), size)
+            settings = _film_settings(film_style, seed, "segmentation", i)
+            field = _spacing(size) * (settings.field_scale if settings is not None else 1.0)
+            geometry = _styled_geometry(_parallel_geometry(volume, field, size), settings)
             pose, exposure = drr.random_pose(pose_rng), drr.random_exposure(pose_rng)
-            film = drr.simulate(volume, noise_rng, geometry, pose, exposure, structures=_SEG_STRUCTURES,
-                                bone_scale=_BONE_SCALE, channels=channels, label_sampling=_LABEL_SAMPLING)  # fmt: skip
+            pose, exposure = _styled_pose(pose, settings), _styled_exposure(exposure, settings)
+            film = drr.simulate(
+                volume,
+                noise_rng,
+                geometry,
+                pose,
+                exposure,
+                structures=_SEG_STRUCTURES,
+                bone_scale=_BONE_SCALE,
+                channels=channels,
+                label_sampling=_LABEL_SAMPLING,
+            )
             label = _segmentation_map(film.lengths)
             stem = f"CHNCXR_{i + 1:0{width}d}_0"
-            image = drr.to_uint8(film.image)
-            _save_gray(root / "CXR_png" / f"{stem}.png", image)
+            if settings is None:
+                image = drr.to_uint8(film.image)
+                _save_gray(root / "CXR_png" / f"{stem}.png", image)
+                rel = f"CXR_png/{stem}.png"
+            else:
+                yx = np.argwhere(label > 0)
+                shown = process(film.image, settings, geometry.spacing, keep=yx[:, ::-1] if len(yx) else None)
+                image = drr.to_uint8(shown)
+                rel = save_film(
+                    root, f"CXR_png/{stem}", shown, settings, ".png", field, geometry.spacing, geometry.view
+                )
             _save_gray(root / "mask" / f"{stem}_mask.png", np.where((label == 1) | (label == 2), 255, 0))
             sex, age = ("male" if meta_rng.random() < 0.5 else "female"), int(meta_rng.integers(18, 80))
             reading = root / "ClinicalReadings" / f"{stem}.txt"
@@ -569,12 +775,15 @@ def build_segmentation(
             for value, structure in ((1, "left lung"), (2, "right lung"), (3, "heart")):
                 _save_gray(root / "scr" / "masks" / structure / f"{stem}.gif", np.where(label == value, 255, 0))
             _save_gray(root / "labels" / f"{stem}_label.png", label)
-            items.append({
-                "image": f"CXR_png/{stem}.png",
-                "label": f"labels/{stem}_label.png",
-                "lung_mask": f"mask/{stem}_mask.png",
-                "spacing": [geometry.spacing, geometry.spacing],
-            })  # fmt: skip
+            items.append(
+                {
+                    "image": rel,
+                    "label": f"labels/{stem}_label.png",
+                    "lung_mask": f"mask/{stem}_mask.png",
+                    "spacing": [geometry.spacing, geometry.spacing],
+                }
+                | ({} if settings is None else {"style": settings_record(settings)})
+            )
             splits.append(split)
             if i < 24:
                 sheet[0].append(image)
@@ -583,11 +792,17 @@ def build_segmentation(
             bar.update()
         contact_sheet(sheet[0], sheet[1], masks=sheet[2], out=root / "contact_sheet.png")
         path = _write_datalist(
-            root, items, splits,
+            root,
+            items,
+            splits,
             name="chest_segmentation_demo",
             description="Simulated frontal chest films with left lung / right lung / heart masks (Shenzhen + "
-                        "SCR layouts) from one real chest CT; see docs/demo_data.md.",
-            layout="Shenzhen CXR_png + mask (+ SCR-style scr/masks)", seed=seed, n=n,
-            labels={str(k): v for k, v in SEGMENTATION_LABELS.items()}, image_size=list(size),
-        )  # fmt: skip
+            "SCR layouts) from one real chest CT; see docs/demo_data.md.",
+            layout="Shenzhen CXR_png + mask (+ SCR-style scr/masks)",
+            seed=seed,
+            n=n,
+            labels={str(k): v for k, v in SEGMENTATION_LABELS.items()},
+            image_size=list(size),
+            **({} if film_style.is_default else {"style": film_style.name}),
+        )
     return Path(out_dir) / path.name

@@ -23,13 +23,21 @@ DEMO_TASKS = {
 }
 
 
-def build_demo(task: str, out_dir: str | Path, n: int | None = None, seed: int = 0, progress: bool = True) -> Path:
-    """Build demo data set ``task`` into ``out_dir``; returns its datalist JSON path."""
+def build_demo(
+    task: str, out_dir: str | Path, n: int | None = None, seed: int = 0, progress: bool = True, style: str | None = None
+) -> Path:
+    """Build demo data set ``task`` into ``out_dir``; returns its datalist JSON path.
+
+    ``style``: a film style of :mod:`mimtl.sim.style` (chest tasks only; ``None``: the builder's default).
+    """
     if task not in DEMO_TASKS:
         raise ValueError(f"Unknown demo task '{task}'; choose one of {', '.join(DEMO_TASKS)}.")
+    if style is not None and task == "brain":
+        raise ValueError("style: the brain demo has no film styles; it applies to the chest tasks only.")
     module, func = DEMO_TASKS[task].split(":")
     builder = getattr(importlib.import_module(module), func)
     kwargs = {"seed": seed, "progress": progress} | ({"n": n} if n is not None else {})
+    kwargs |= {"style": style} if style is not None else {}
     return builder(Path(out_dir), **kwargs)
 
 
