@@ -336,7 +336,7 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     for task in tasks:
         out = Path(args.out) / task if len(tasks) > 1 else Path(args.out)
         try:
-            if task == "brain" and args.style != "default" and args.task == "brain":
+            if args.task == "brain" and args.style != "default":
                 raise CliError("--style applies to the chest tasks only; the brain demo has no film styles.")
             options = {} if args.style == "default" or task == "brain" else {"style": args.style}
             datalist = build_demo(task, out, n=args.n, seed=args.seed, **options)
