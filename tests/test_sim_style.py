@@ -372,3 +372,17 @@ def test_styled_landmarks_and_masks_stay_on_the_film(tmp_path):
     path = chest.build_segmentation(tmp_path / "seg", n=3, seed=1, progress=False, size=SIZE, style="other_acquisition")
     content = json.loads(path.read_text())
     assert all(item["image"].endswith(".dcm") for item in content["training"])
+
+
+def test_cli_builds_a_styled_demo(tmp_path, capsys):
+    from mimtl.cli import main
+
+    out = tmp_path / "cls"
+    assert main(["data", "demo", "classification", "--out", str(out), "--n", "3", "--style", "other_acquisition"]) == 0
+    content = json.loads((out / "datalist.json").read_text())
+    assert content["style"] == "other_acquisition" and (out / "contact_sheet.png").is_file()
+    assert all(item["image"].endswith(".dcm") for item in content["training"])
+    assert main(["data", "demo", "brain", "--out", str(tmp_path / "b"), "--style", "randomized"]) == 2
+    assert "--style applies to the chest tasks only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "demo", "classification", "--out", str(out), "--style", "vendor_x"])
