@@ -10,6 +10,7 @@ color modules (:func:`color_module`) and :class:`ColorizedClassifier` (Morra et 
 
 from __future__ import annotations
 
+from mimtl.networks.aux_recon_seg import DECODERS, AuxReconSegNet, PSPDecoder
 from mimtl.networks.backbones import (
     BACKBONES,
     IMAGENET_BACKBONES,
@@ -51,6 +52,7 @@ from mimtl.networks.efficientnet_lite import (
     efficientnet_lite_key_map,
     get_efficientnet_lite_image_size,
 )
+from mimtl.networks.encoders import build_encoder, encoder_channels, init_encoder
 from mimtl.networks.feature_gan import FeatureDiscriminator, FeatureGenerator
 from mimtl.networks.heatmap_unet import (
     ENCODER_MIN_MATCH,
@@ -65,6 +67,7 @@ from mimtl.networks.pretrained import (
     load_pretrained,
     read_state_dict,
 )
+from mimtl.networks.tile_autoencoder import TileAutoencoder, TileAutoencoderReconstruction
 from mimtl.networks.weights import (
     get_efficientnet_lite_weights_path,
     load_efficientnet_lite_imagenet,
@@ -73,6 +76,7 @@ from mimtl.networks.weights import (
 __all__ = [
     "BACKBONES",
     "COLOR_MODULES",
+    "DECODERS",
     "DENSENET_CONFIGS",
     "EFFICIENTNET_LITE_PARAMS",
     "ENCODER_MIN_MATCH",
@@ -81,6 +85,7 @@ __all__ = [
     "IMAGENET_LITE_STD",
     "XRAY_MEAN",
     "XRAY_STD",
+    "AuxReconSegNet",
     "ColorUNet",
     "ColorizedClassifier",
     "Conv1x1Color",
@@ -96,10 +101,14 @@ __all__ = [
     "HeatmapUNet",
     "ImageNetResNetEncoder",
     "LoadResult",
+    "PSPDecoder",
     "PixelShuffleColor",
     "ResNetBackbone",
+    "TileAutoencoder",
+    "TileAutoencoderReconstruction",
     "WeightsError",
     "adapt_input_conv",
+    "build_encoder",
     "color_module",
     "create_backbone",
     "efficientnet_lite0",
@@ -108,9 +117,11 @@ __all__ = [
     "efficientnet_lite3",
     "efficientnet_lite4",
     "efficientnet_lite_key_map",
+    "encoder_channels",
     "get_efficientnet_lite_image_size",
     "get_efficientnet_lite_weights_path",
     "icnr_",
+    "init_encoder",
     "load_backbone_weights",
     "load_color_module",
     "load_efficientnet_lite_imagenet",
