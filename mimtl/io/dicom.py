@@ -17,6 +17,8 @@ and a DICOM of the same pixels load identically, and the affine carries the pixe
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 import os
 import warnings
@@ -36,7 +38,9 @@ from pydicom.pixels import apply_modality_lut, apply_windowing, get_decoder
 
 from mimtl.io.meta import SPACING_UNKNOWN, ImageNotFoundError, ImageReadError, MissingDecoderError
 
-__all__ = ["DicomXrayReader", "DICOM_SUFFIXES", "decoder_install_hint"]
+__all__ = ["DICOM_SUFFIXES", "DicomXrayReader", "decoder_install_hint", "reduced_grid_affine"]
+
+logger = logging.getLogger(__name__)
 
 #: File suffixes :meth:`DicomXrayReader.verify_suffix` accepts without opening the file.
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".dic")
@@ -71,6 +75,64 @@ def decoder_install_hint(transfer_syntax: str) -> str:
         return "no pip package known to mimtl decodes it"
     extra = " (or `pip install mimtl[dicom]`)" if packages in (_LIBJPEG, _OPENJPEG) else ""
     return f"`pip install {packages}`{extra}"
+
+
+# Transfer syntaxes whose pixel data can be decoded at a reduced size (see ``target_size``): JPEG 2000
+# resolution levels (a level-r pixel n is the low-pass sample centred on file pixel 2**r * n) and
+# baseline JPEG DCT scaling (an 8/k block: pixel n covers file pixels k*n .. k*n + k - 1).
+_J2K_SYNTAXES = (
+    dcm_uid.JPEG2000Lossless,
+    dcm_uid.JPEG2000,
+    dcm_uid.HTJ2KLossless,
+    dcm_uid.HTJ2KLosslessRPCL,
+    dcm_uid.HTJ2K,
+)
+_DCT_SYNTAXES = (dcm_uid.JPEGBaseline8Bit,)
+#: Transfer syntaxes whose reduced decode Pillow cannot do here (built without OpenJPEG or libjpeg):
+#: said once per syntax, then those files decode whole.
+_REDUCED_WARNED: set[str] = set()
+
+
+def _reduced_unavailable(tsyntax: Any, reason: str) -> None:
+    name = getattr(tsyntax, "name", f"{tsyntax}")
+    if name not in _REDUCED_WARNED:
+        _REDUCED_WARNED.add(name)
+        logger.warning(
+            "Reduced-size decoding of '%s' pixel data is unavailable here (%s); such films are decoded "
+            "whole, which is slower for large films.",
+            name,
+            reason,
+        )
+
+
+def reduced_grid_affine(affine: np.ndarray, scale: Sequence[float], shift: Sequence[float]) -> np.ndarray:
+    """The affine of an image decoded at reduced size, from the affine of its file's pixel grid.
+
+    Pixel ``n`` of the reduced image along axis ``i`` lies at file pixel ``scale[i] * n + shift[i]``
+    (JPEG DCT scaling: ``shift = (scale - 1) / 2``, the centre of the block; JPEG 2000 resolution
+    levels: ``shift = 0``), so world positions, and points mapped back through ``original_affine``,
+    stay those of the file.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    grid = np.eye(affine.shape[0])
+    for i, (k, c) in enumerate(zip(scale, shift)):
+        grid[i, i], grid[i, -1] = float(k), float(c)
+    return affine @ grid
+
+
+def _j2k_header(codestream: bytes) -> tuple[int, int, int] | None:
+    """(precision, signed, decomposition levels) of a single-component J2K codestream with no image
+    offset; None for anything else (then the file is decoded whole)."""
+    if codestream[:4] != b"\xff\x4f\xff\x51" or len(codestream) < 45:
+        return None
+    x_off, y_off = int.from_bytes(codestream[16:20], "big"), int.from_bytes(codestream[20:24], "big")
+    if x_off or y_off or int.from_bytes(codestream[40:42], "big") != 1:
+        return None
+    ssiz = codestream[42]
+    cod = codestream.find(b"\xff\x52", 4 + int.from_bytes(codestream[4:6], "big"))
+    if cod < 0 or len(codestream) < cod + 10:
+        return None
+    return (ssiz & 0x7F) + 1, ssiz >> 7, codestream[cod + 9]
 
 
 def _looks_like_dicom(name: Any) -> bool:
@@ -221,6 +283,16 @@ class DicomXrayReader(ImageReader):
             2D grayscale; ``EnsureChannelFirst`` then adds one), ``"no_channel"`` is the same.
         reverse_indexing: True (default) gives ``[x, y]`` arrays like MONAI's ``PILReader``;
             False gives numpy/pydicom ``[row, column]`` order.
+        target_size: decode JPEG 2000 (a resolution level) and baseline JPEG (DCT scaling) pixel
+            data at the smallest size whose sides are still at least this (array-index order, one
+            int for every axis), e.g. the network's input size: a 2048 px JPEG 2000 film needed
+            for 256 px decodes 64 times fewer pixels. Other transfer syntaxes, signed or
+            multi-sample data decode whole. A reduced decode keeps the file's geometry:
+            ``original_affine``, ``spatial_shape`` and ``spacing`` describe the file's pixel grid,
+            ``affine`` the decoded one (see :func:`reduced_grid_affine`), ``decode_scale`` says by
+            how much, so points decoded on it (``DecodeLandmarksd``) come back in the file's pixels
+            and mm. Intensities are those of the low-pass image (the LUTs apply after it). None
+            (default): decode whole.
         kwargs: passed to ``pydicom.dcmread`` (e.g. ``force=True`` for files without the Part 10
             header).
 
@@ -238,9 +310,11 @@ class DicomXrayReader(ImageReader):
         invert_monochrome1: bool = True,
         channel_dim: str | int | None = None,
         reverse_indexing: bool = True,
+        target_size: int | Sequence[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        self.target_size = None if target_size is None else [int(v) for v in np.broadcast_to(target_size, (2,))]
         self.apply_voi = apply_voi
         self.normalize = normalize
         self.invert_monochrome1 = invert_monochrome1
@@ -320,7 +394,8 @@ class DicomXrayReader(ImageReader):
     def _convert(self, ds: Dataset) -> tuple[np.ndarray, dict]:
         filename = f"{getattr(ds, 'filename', None) or '<pydicom Dataset>'}"
         photometric = self._check_supported(ds, filename)
-        stored = self._decode(ds, filename)
+        reduced = self._decode_reduced(ds) if self.target_size is not None else None
+        stored, grid_scale, grid_shift = reduced if reduced is not None else (self._decode(ds, filename), 1, 0.0)
         bits_stored = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
         try:
             values, low, high, scale = self._modality(ds, stored, bits_stored)
@@ -347,18 +422,22 @@ class DicomXrayReader(ImageReader):
         array = np.ascontiguousarray(values, dtype=np.float32)
 
         (row_spacing, col_spacing), source = _physical_spacing(ds)
+        file_shape = np.array([int(ds.Rows), int(ds.Columns)], dtype=np.int64)
         if self.reverse_indexing:
             array = np.ascontiguousarray(array.T)  # [row, col] -> [x, y], as PILReader does
             spacing = np.array([col_spacing, row_spacing], dtype=np.float64)
+            file_shape = file_shape[::-1].copy()
         else:
             spacing = np.array([row_spacing, col_spacing], dtype=np.float64)
-        affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+        file_affine = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+        reduced = grid_scale != 1
+        affine = reduced_grid_affine(file_affine, [grid_scale] * 2, [grid_shift] * 2) if reduced else file_affine.copy()
         meta: dict[str, Any] = {
             ImageMetaKey.FILENAME_OR_OBJ: filename,
-            MetaKeys.SPATIAL_SHAPE: np.asarray(array.shape, dtype=np.int64),
+            MetaKeys.SPATIAL_SHAPE: file_shape if reduced else np.asarray(array.shape, dtype=np.int64),
             MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan") if self.channel_dim is None else self.channel_dim,
             MetaKeys.AFFINE: affine,
-            MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+            MetaKeys.ORIGINAL_AFFINE: file_affine,
             "spacing": spacing,
             "spacing_known": source != SPACING_UNKNOWN,
             "spacing_source": source,
@@ -368,7 +447,66 @@ class DicomXrayReader(ImageReader):
             "bits_stored": bits_stored,
             "window": window,
         }
+        if reduced:
+            meta["decode_scale"] = np.array([grid_scale, grid_scale], dtype=np.float64)
         return array, meta
+
+    def _decode_reduced(self, ds: Dataset) -> tuple[np.ndarray, int, float] | None:
+        """Stored values decoded at reduced size, with the scale and the shift of the grid; None when
+        the transfer syntax, the data or the target size allow no reduction (the caller decodes whole).
+
+        Pillow decodes the frame's codestream (JPEG 2000 through OpenJPEG's resolution levels,
+        baseline JPEG with libjpeg's DCT scaling); anything it cannot do falls back to the whole
+        decode, whose errors name the file.
+        """
+        from PIL import Image
+
+        tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        j2k, dct = tsyntax in _J2K_SYNTAXES, tsyntax in _DCT_SYNTAXES
+        if not (j2k or dct) or int(ds.get("PixelRepresentation", 0) or 0) != 0:
+            return None
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        t_rows, t_cols = self.target_size[::-1] if self.reverse_indexing else self.target_size
+        if rows < 2 * t_rows or cols < 2 * t_cols:
+            return None  # no level of reduction would keep the target size
+        from PIL import features
+
+        if not features.check("jpg_2000" if j2k else "jpg"):
+            _reduced_unavailable(tsyntax, f"Pillow was built without {'OpenJPEG' if j2k else 'libjpeg'}")
+            return None
+        try:
+            from pydicom.encaps import generate_frames
+
+            frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+            image = Image.open(io.BytesIO(frame))
+            if j2k:
+                header = _j2k_header(frame)
+                if header is None or header[1]:
+                    return None
+                precision, _, levels = header
+                level = 0
+                while (
+                    level < levels and -(-rows // 2 ** (level + 1)) >= t_rows and -(-cols // 2 ** (level + 1)) >= t_cols
+                ):
+                    level += 1
+                image.reduce = level
+                scale, shift = 2**level, 0.0
+            else:
+                precision = 8
+                _, box = image.draft(image.mode, (t_cols, t_rows)) or (None, (0, 0, cols, rows))
+                scale = round(cols / box[2])
+                shift = (scale - 1) / 2
+            if scale == 1 or image.mode not in ("L", "I;16"):
+                return None
+            array = np.asarray(image)
+        except Exception:
+            return None
+        if image.mode == "I;16" and precision < 16:
+            array = array >> (16 - precision)  # Pillow scales J2K samples up to 16 bits
+        expected = (-(-rows // scale), -(-cols // scale))
+        if array.shape != expected:
+            return None
+        return array, scale, shift
 
     @staticmethod
     def _check_supported(ds: Dataset, filename: str) -> str:

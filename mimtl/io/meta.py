@@ -30,11 +30,11 @@ from monai.transforms import LoadImage
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 
 __all__ = [
-    "ImageReadError",
-    "ImageNotFoundError",
-    "MissingDecoderError",
-    "STANDARD_META_KEYS",
     "SPACING_UNKNOWN",
+    "STANDARD_META_KEYS",
+    "ImageNotFoundError",
+    "ImageReadError",
+    "MissingDecoderError",
     "SimpleITKReader",
     "load_image",
     "standardize_meta",
@@ -148,8 +148,11 @@ def _standardize(img: Any, meta: dict) -> dict:
         known, source = True, "affine"
     else:
         known, source = False, SPACING_UNKNOWN
-    # From the current affine so the value stays right after Spacing/Resize transforms.
-    meta["spacing"] = np.asarray(affine_to_spacing(affine, r=rank), dtype=np.float64)
+    # From the current affine so the value stays right after Spacing/Resize transforms; an image a
+    # reader decoded at reduced size (``decode_scale``, see DicomXrayReader's target_size) reports
+    # its file's spacing, as its original_affine and spatial_shape do: points are given in file pixels.
+    grid = meta[MetaKeys.ORIGINAL_AFFINE] if "decode_scale" in meta and MetaKeys.ORIGINAL_AFFINE in meta else affine
+    meta["spacing"] = np.asarray(affine_to_spacing(np.asarray(grid, dtype=np.float64), r=rank), dtype=np.float64)
     meta["spacing_known"] = known
     meta["spacing_source"] = source
     meta.setdefault(MetaKeys.AFFINE, affine)

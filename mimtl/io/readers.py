@@ -25,12 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from monai.config import PathLike
 from monai.data import ImageReader, NibabelReader, NumpyReader, PILReader, PydicomReader
 from monai.transforms.io.array import SUPPORTED_READERS
-from monai.utils import ensure_tuple, optional_import
+from monai.utils import MetaKeys, ensure_tuple, optional_import
 
-from mimtl.io.dicom import DicomXrayReader
+from mimtl.io.dicom import DicomXrayReader, reduced_grid_affine
 from mimtl.io.jsrt import JSRTReader
 from mimtl.io.meta import ImageNotFoundError, ImageReadError, SimpleITKReader
 
@@ -73,6 +74,14 @@ class MedicalImageReader(ImageReader):
     in a list of tracebacks.
 
     Args:
+        target_size: decode at reduced size where the format allows it, to the smallest size whose
+            sides are still at least this (array-index order ``[x, y]``; one int for both), e.g. the
+            network's input size: JPEG files with libjpeg's DCT scaling (1/2, 1/4, 1/8), DICOM
+            JPEG 2000 at a resolution level and DICOM baseline JPEG (see
+            :class:`~mimtl.io.DicomXrayReader`). Other formats decode whole. The metadata keep the
+            file's geometry (``original_affine``, ``spatial_shape``, spacing), ``affine`` maps the
+            decoded grid into it and ``decode_scale`` says by how much, so points decoded on the
+            image come back in the file's pixels and mm. None (default): decode whole.
         kwargs: reader options (e.g. ``normalize=False`` for DICOM); each format's reader gets the
             ones its constructor names.
 
@@ -80,10 +89,15 @@ class MedicalImageReader(ImageReader):
 
         LoadImaged(keys="image", reader=MedicalImageReader, ensure_channel_first=True)
         LoadImaged(keys="image", reader=MedicalImageReader(normalize=False))
+        LoadImaged(keys="image", reader=MedicalImageReader, target_size=[256, 256])  # inference at 256 px
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, target_size: int | Sequence[int] | None = None, **kwargs: Any) -> None:
         super().__init__()
+        if target_size is not None:
+            kwargs["target_size"] = target_size  # DicomXrayReader's own option; PIL's is handled here
+            target_size = [int(v) for v in ensure_tuple(target_size)] * (2 if isinstance(target_size, int) else 1)
+        self.target_size = target_size
         self.kwargs = kwargs
         self._readers: dict[type, ImageReader] = {}
 
@@ -117,7 +131,10 @@ class MedicalImageReader(ImageReader):
         try:
             for name in ensure_tuple(data):
                 _check_file(name)
-            return reader, reader.read(data, **kwargs), None, data
+            image = reader.read(data, **kwargs)
+            if self.target_size is not None and isinstance(reader, PILReader):
+                _draft_jpeg(image, self.target_size, getattr(reader, "reverse_indexing", True))
+            return reader, image, None, data
         except Exception as e:  # re-raised by get_data
             return reader, None, _named(e, reader, data), data
 
@@ -132,9 +149,36 @@ class MedicalImageReader(ImageReader):
         if error is not None:
             raise error
         try:
-            return reader.get_data(image)
+            array, meta = reader.get_data(image)
         except Exception as e:  # e.g. PIL and nibabel decode lazily: a truncated file fails here
             raise _named(e, reader, data) from e
+        reduced = getattr(image, "_mimtl_reduced", None)
+        if reduced is not None:  # a JPEG decoded by DCT scaling: say so in the file's geometry
+            file_shape, scale, reverse = reduced
+            shift = (scale - 1) / 2  # pixel n covers file pixels scale*n .. scale*n + scale - 1
+            meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(file_shape if reverse else file_shape[::-1], dtype=np.int64)
+            meta[MetaKeys.ORIGINAL_AFFINE] = np.eye(4)
+            meta[MetaKeys.AFFINE] = reduced_grid_affine(np.eye(4), [scale] * 2, [shift] * 2)
+            meta["decode_scale"] = np.array([scale, scale], dtype=np.float64)
+        return array, meta
+
+
+def _draft_jpeg(image: Any, target_size: Sequence[int], reverse_indexing: bool) -> None:
+    """Ask a JPEG (PIL, not yet decoded) for its smallest DCT-scaled size still >= ``target_size``.
+
+    Marks the image with ``(file size, scale, reverse_indexing)`` when it will decode smaller;
+    anything but one JPEG is left alone.
+    """
+    if isinstance(image, (list, tuple)) or getattr(image, "format", None) != "JPEG":
+        return
+    width, height = image.size
+    tw, th = target_size if reverse_indexing else target_size[::-1]
+    result = image.draft(image.mode, (int(tw), int(th)))
+    if result is None or image.size == (width, height):
+        return
+    scale = round(width / result[1][2])
+    if scale > 1:
+        image._mimtl_reduced = ((width, height), scale, reverse_indexing)
 
 
 def _check_file(name: Any) -> None:
