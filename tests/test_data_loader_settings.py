@@ -1,0 +1,69 @@
+"""DataLoader settings by machine: worker count by core count, pinned memory and non_blocking copies with a GPU only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mimtl
+from mimtl.data.loader import MAX_WORKERS, auto_num_workers, usable_cores, use_pinned_memory
+
+BUNDLES = ["xray_color_classification", "xray_landmark_detection"]
+
+
+@pytest.mark.parametrize(
+    "device, cores, expected",
+    [
+        ("cpu", 1, 0),
+        ("cpu", 2, 0),  # the forward pass needs both cores
+        ("cpu", 4, 0),
+        ("cpu", 8, 1),
+        ("cpu", 16, 2),
+        ("cpu", 64, 4),
+        ("cuda", 1, 0),
+        ("cuda", 2, 1),  # one core feeds the GPU, the other decodes
+        ("cuda", 16, MAX_WORKERS),
+        ("cuda", 128, MAX_WORKERS),
+    ],
+)
+def test_worker_count_follows_cores_and_device(device, cores, expected):
+    assert auto_num_workers(device, cores=cores) == expected
+
+
+def test_defaults_read_this_machine():
+    cores = usable_cores()
+    assert 1 <= cores <= (torch.multiprocessing.cpu_count() or cores)
+    assert auto_num_workers("cpu") == auto_num_workers("cpu", cores=cores)
+    assert use_pinned_memory("cpu") is False
+    # no GPU here (tests run on CPU): pinning is off even when asked about CUDA
+    assert use_pinned_memory("cuda") is torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_loader_on_this_cpu(name, monkeypatch):
+    """The shipped inference configs resolve to the CPU path: no workers on 2 cores, no pinning, blocking copies."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("mimtl.data.loader.usable_cores", lambda: 2)
+    parser = mimtl.load_bundle(name).parser("inference")
+    assert parser.get_parsed_content("num_workers") == 0
+    assert parser.get_parsed_content("pin_memory") is False
+    config = parser.get("dataloader")
+    assert config["num_workers"] == "@num_workers" and config["pin_memory"] == "@pin_memory"
+    assert parser.get("evaluator")["non_blocking"] == "@pin_memory"
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_loader_with_a_gpu(name, monkeypatch):
+    """With a GPU the same configs give workers by core count, pinned batches and non_blocking copies."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("mimtl.data.loader.usable_cores", lambda: 16)
+    parser = mimtl.load_bundle(name).parser("inference")
+    assert parser.get_parsed_content("device").type == "cuda"
+    assert parser.get_parsed_content("num_workers") == MAX_WORKERS
+    assert parser.get_parsed_content("pin_memory") is True
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_an_explicit_worker_count_wins(name):
+    parser = mimtl.load_bundle(name).parser("inference", num_workers=3)
+    assert parser.get_parsed_content("num_workers") == 3
