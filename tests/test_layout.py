@@ -31,7 +31,7 @@ ALLOWED = {
     "engines": {"errors"},
     "handlers": {"errors", "io", "data", "transforms", "metrics"},
     "sim": {"errors", "io", "data", "transforms", "utils"},
-    "bundle": {"errors", "io", "data", "transforms", "networks", "metrics", "engines", "utils"},
+    "bundle": {"errors", "io", "data", "transforms", "networks", "metrics", "engines", "handlers", "utils"},
 }
 
 

@@ -14,7 +14,7 @@ from mimtl.data.datalist import (
     load_datalist,
     subsample,
 )
-from mimtl.data.dataset import ERROR_KEY, TolerantDataset, error_reason
+from mimtl.data.dataset import ERROR_KEY, TolerantDataset, error_reason, tolerant_collate
 from mimtl.data.validate import DataValidationError, check_image_file, validate_datalist
 
 __all__ = [
@@ -30,5 +30,6 @@ __all__ = [
     "list_images",
     "load_datalist",
     "subsample",
+    "tolerant_collate",
     "validate_datalist",
 ]

@@ -70,7 +70,9 @@ def _datalist_items(
             if isinstance(item.get(key), str):
                 item[key] = str(base / item[key])
             elif isinstance(item.get(key), list):
-                item[key] = [str(base / v) for v in item[key]]
+                # a list of paths (e.g. BraTS sequences); numbers (a class-index or multi-hot label named
+                # in keys) are left as they are
+                item[key] = [str(base / v) if isinstance(v, str) else v for v in item[key]]
     return items
 
 

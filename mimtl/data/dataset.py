@@ -20,7 +20,7 @@ from monai.config import KeysCollection
 from monai.data import Dataset, MetaTensor
 from monai.utils import ImageMetaKey, ensure_tuple
 
-__all__ = ["ERROR_KEY", "TolerantDataset", "error_reason"]
+__all__ = ["ERROR_KEY", "TolerantDataset", "error_reason", "tolerant_collate"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,10 @@ class TolerantDataset(Dataset):
     and a warning naming the file and reason is logged (once per item and process). Placeholders
     collate with real items under MONAI's ``list_data_collate`` and PyTorch's default collate,
     also in ``DataLoader`` worker processes, so the batch goes through the network as usual (on
-    zeros) and a writer reports the row as failed. (MONAI collates only the meta keys all items of
-    a batch share: in a batch with a placeholder, ``filename_or_obj`` and ``affine``.) Use it for
+    zeros) and a writer reports the row as failed. MONAI's collate keeps only the meta keys all
+    items of a batch share, so a placeholder would strip the good films of its batch of their
+    ``original_affine`` and spacing: give the ``DataLoader`` ``collate_fn=``:func:`tolerant_collate`.
+    Use it for
     inference, where the output must list every input; for training use
     :func:`~mimtl.data.datalist.load_datalist`, which refuses bad files before the first step.
 
@@ -164,3 +166,31 @@ class TolerantDataset(Dataset):
             item[key] = MetaTensor(torch.zeros(self.shapes[key], dtype=self.placeholder_dtype), meta=meta)
         item[ERROR_KEY] = reason
         return item
+
+
+def tolerant_collate(batch: Sequence[Any]) -> Any:
+    """MONAI's ``list_data_collate``, after every MetaTensor of a key gets the meta keys any item has.
+
+    A :class:`TolerantDataset` placeholder carries little metadata; MONAI collates only the keys
+    all items share, so one failed file in a batch would take ``original_affine``, ``spacing`` and
+    the rest from the good films beside it (their points would then come out in the network's
+    grid). The failed items' missing keys are filled with copies of a good item's values: only
+    failed items (whose rows report the failure, not a prediction) get borrowed values.
+
+    Example (bundle config)::
+
+        dataloader: {_target_: DataLoader, dataset: '@dataset', batch_size: 8,
+                     collate_fn: {_target_: mimtl.data.tolerant_collate, _mode_: callable}}
+    """
+    from monai.data import list_data_collate
+
+    items = [b for b in batch if isinstance(b, dict)]
+    failed = [item for item in items if item.get(ERROR_KEY)]
+    good = [item for item in items if not item.get(ERROR_KEY)]
+    for key in {k for item in good for k, v in item.items() if isinstance(v, MetaTensor)}:
+        donors = [item[key].meta for item in good if isinstance(item.get(key), MetaTensor)]
+        for item in failed:
+            if isinstance(item.get(key), MetaTensor):
+                for name in donors[0].keys() - item[key].meta.keys():
+                    item[key].meta[name] = copy.deepcopy(donors[0][name])
+    return list_data_collate(batch)

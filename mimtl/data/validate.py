@@ -231,6 +231,9 @@ def _problems(
                 continue
             values = item[key] if isinstance(item[key], (list, tuple)) else [item[key]]
             for value in values:
+                if not isinstance(value, (str, os.PathLike)):
+                    problems.append(f"entry {i} '{key}': {value!r} is not a file path (keys name the keys holding image files)")
+                    continue
                 reason = check_image_file(value, deep=deep)
                 if reason:
                     problems.append(f"entry {i} '{key}': {value} {reason}")

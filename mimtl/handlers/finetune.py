@@ -97,6 +97,13 @@ class StagedFineTuning:
             return
         # at STARTED, engine.state.epoch is the number of finished epochs (0, or where a resumed run was)
         if engine.state.epoch < self.frozen_epochs:
+            random = [p for p in self.parts if p in getattr(self.model, "random_init_parts", ())]
+            if random:
+                logger.warning(
+                    f"{', '.join(random)} starts from random weights (none given: no ImageNet weights ship for it) "
+                    f"and stays frozen for epochs 1-{self.frozen_epochs}: stage 1 trains the rest against random "
+                    f"features. Give a weight file (e.g. --set backbone_weights=/path/densenet121.pth) or frozen_epochs=0."
+                )
             self.model.freeze(self.parts)
             self.stage = 1
             logger.info(f"stage 1: {', '.join(self.parts)} frozen for epochs 1-{self.frozen_epochs}")

@@ -98,7 +98,8 @@ class ColorizedClassifier(nn.Module):
 
     Interface: ``forward_features``, ``forward_head(features, pre_logits=False)``, ``get_classifier``,
     ``reset_classifier``, ``num_features``, ``num_classes``, ``cam_layer`` (dotted name from the classifier root, for
-    ``monai.visualize.GradCAM(nn_module=model, target_layers=model.cam_layer)``), ``freeze`` / ``unfreeze`` /
+    ``monai.visualize.GradCAM(nn_module=model, target_layers=model.cam_layer)``), ``domain_layer`` (the same layer: its
+    pooled output is what :class:`~mimtl.handlers.DomainCheck` scores), ``freeze`` / ``unfreeze`` /
     ``frozen_parts``. TorchScript-scriptable (``torch.jit.script``, MONAI ``ckpt_export``).
 
     **Freezing really freezes**: a frozen part gets ``requires_grad=False`` *and* stays in eval mode, so its batch-norm
@@ -138,7 +139,7 @@ class ColorizedClassifier(nn.Module):
     """
 
     __jit_unused_properties__ = ["frozen_parts"]
-    __jit_ignored_attributes__ = ["_frozen"]
+    __jit_ignored_attributes__ = ["_frozen", "random_init_parts"]
 
     def __init__(
         self,
@@ -197,8 +198,13 @@ class ColorizedClassifier(nn.Module):
         self.num_classes = num_classes
         self.num_features = int(net.num_features)
         self.cam_layer = f"backbone.{net.cam_layer}"
+        # the layer whose pooled output mimtl.handlers.DomainCheck scores (the backbone's final feature map)
+        self.domain_layer = self.cam_layer
         self.freeze_color = False
         self._frozen = []  # list[str], in freeze order
+        # parts that start from random weights: freezing one of them trains the rest against noise
+        no_weights = weights is None or (isinstance(weights, str) and weights == "scratch")
+        self.random_init_parts = ["backbone"] if isinstance(backbone, str) and no_weights else []
         if color_weights is not None:
             load_color_module(self.color, color_weights)
         if freeze_color:

@@ -218,7 +218,8 @@ class HeatmapUNet(nn.Module):
     The network is ``self.net``, a MONAI ``FlexibleUNet`` (state-dict keys ``net.encoder.*``, ``net.decoder.*``,
     ``net.segmentation_head.*``); :attr:`encoder`, :attr:`decoder` and :attr:`segmentation_head` give its parts.
     :attr:`encoder_init` says how the encoder was initialised (``"scratch"``, ``"imagenet:efficientnet-lite0"``,
-    ``"file:/path (240/240 tensors under 'backbone.net.')"``).
+    ``"file:/path (240/240 tensors under 'backbone.net.')"``). :attr:`domain_layer` (``"net.encoder"``) names the
+    layer whose pooled bottleneck :class:`~mimtl.handlers.DomainCheck` scores.
 
     Args:
         num_landmarks: number of landmarks = output channels.
@@ -282,6 +283,9 @@ class HeatmapUNet(nn.Module):
         self.in_channels = in_channels
         self.spatial_dims = spatial_dims
         self.encoder_name = name
+        # the layer whose pooled output mimtl.handlers.DomainCheck scores: the encoder (its deepest feature map,
+        # the bottleneck, is the last of the pyramid it returns)
+        self.domain_layer = "net.encoder"
         self.size_divisor = 2 ** int(FLEXUNET_BACKBONE.register_dict[name]["feature_number"])
         self.net = FlexibleUNet(
             in_channels=in_channels,
