@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.sim import drr
-from mimtl.sim import chest
+from mimtl.sim import chest, drr
 from mimtl.sim.demo import DEMO_TASKS, build_demo
 
 N, SIZE = 4, (64, 64)
@@ -47,8 +46,11 @@ def check_datalist(path: Path, keys: tuple[str, ...]) -> dict:
 def builds(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """Each data set built twice with the same seed into different folders."""
     out = {}
-    for task, builder in (("classification", chest.build_classification), ("landmarks", chest.build_landmarks),
-                          ("segmentation", chest.build_segmentation)):  # fmt: skip
+    for task, builder in (
+        ("classification", chest.build_classification),
+        ("landmarks", chest.build_landmarks),
+        ("segmentation", chest.build_segmentation),
+    ):
         roots = [tmp_path_factory.mktemp(f"{task}{k}") / task for k in (0, 1)]
         for root in roots:
             assert builder(root, n=N, seed=0, progress=False, size=SIZE) == root / "datalist.json"
@@ -95,7 +97,7 @@ def test_classification_prevalence_and_independence_of_n(tmp_path):
     everything = {"Cardiomegaly": 1.0, "Lung Lesion": 1.0, "Pleural Effusion": 1.0}
     kw = {"seed": 4, "progress": False, "size": SIZE, "prevalence": everything}
     a = chest.build_classification(tmp_path / "a", n=3, uncertain=1.0, **kw)
-    b = chest.build_classification(tmp_path / "b", n=1, **kw)
+    chest.build_classification(tmp_path / "b", n=1, **kw)
     item = json.loads(a.read_text())["training"][0]
     assert item["label"] == [0.0, 1.0, 1.0, 1.0]
     assert {f["finding"] for f in item["findings"]} == {"cardiomegaly", "effusion", "nodule"}
@@ -103,7 +105,7 @@ def test_classification_prevalence_and_independence_of_n(tmp_path):
     first = "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
     assert (tmp_path / "a" / first).read_bytes() == (tmp_path / "b" / first).read_bytes()
     with (tmp_path / "a" / "CheXpert-v1.0-small" / "train.csv").open() as f:
-        row = list(csv.DictReader(f))[0]
+        row = next(iter(csv.DictReader(f)))
     assert row["Cardiomegaly"] == row["Lung Lesion"] == row["Pleural Effusion"] == "-1.0" and row["No Finding"] == ""
     with pytest.raises(ValueError, match="Unknown findings"):
         chest.build_classification(tmp_path / "c", n=1, progress=False, size=SIZE, prevalence={"Edema": 0.5})

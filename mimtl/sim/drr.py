@@ -292,14 +292,19 @@ def load_chest_volume(voxel_mm: float = 2.0) -> ChestVolume:
     # the body goes on above and below the scan: extend it by its end slices, smoothed in-plane
     # so that their fine detail does not turn into streaks (projections repeat the new end slices)
     dz = float(np.linalg.norm(affine[:3, 2]))
-    n_top, n_bottom = int(round(_EXTEND_MM[1] / dz)), int(round(_EXTEND_MM[0] / dz))
+    n_top, n_bottom = round(_EXTEND_MM[1] / dz), round(_EXTEND_MM[0] / dz)
     sigma = 5.0 / np.linalg.norm(affine[:3, :2], axis=0)[::-1]  # 5 mm in (y, x) voxels
     from scipy import ndimage
 
     ends = [torch.from_numpy(ndimage.gaussian_filter(hu_t[k].numpy(), sigma, mode="nearest")) for k in (0, -1)]
     hu_t = torch.cat([ends[0].expand(n_bottom, -1, -1), hu_t, ends[1].expand(n_top, -1, -1)])
-    lab_t = torch.cat([torch.zeros((n_bottom, *lab_t.shape[1:]), dtype=lab_t.dtype), lab_t,
-                       torch.zeros((n_top, *lab_t.shape[1:]), dtype=lab_t.dtype)])  # fmt: skip
+    lab_t = torch.cat(
+        [
+            torch.zeros((n_bottom, *lab_t.shape[1:]), dtype=lab_t.dtype),
+            lab_t,
+            torch.zeros((n_top, *lab_t.shape[1:]), dtype=lab_t.dtype),
+        ]
+    )
     body = np.concatenate([np.repeat(body[:1], n_bottom, 0), body, np.repeat(body[-1:], n_top, 0)])
     affine[:3, 3] -= n_bottom * affine[:3, 2]
     kji = np.argwhere(body)
@@ -489,7 +494,7 @@ def _depth_planes(volume: ChestVolume, geometry: Geometry, pose: Pose) -> np.nda
     posed = (corners - c) @ pose.matrix.T + c + np.asarray(pose.shift)
     margin = 3 * pose.elastic_rms * pose.scale + geometry.depth_step
     y0, y1 = posed[:, 1].min() - margin, posed[:, 1].max() + margin
-    n = -(-(int(math.ceil((y1 - y0) / geometry.depth_step)) + 1) // _CHUNKS) * _CHUNKS
+    n = -(-(math.ceil((y1 - y0) / geometry.depth_step) + 1) // _CHUNKS) * _CHUNKS
     return y0 + (np.arange(n) + 0.5) * (y1 - y0) / n
 
 
@@ -552,8 +557,9 @@ def _render_grid(
 def _integrate(channels: torch.Tensor, grid: torch.Tensor, path: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """Line integrals ``(C, H, W)`` of ``channels`` ``(C, Z, Y, X)`` along the grid's rays."""
     chunks = grid.shape[0]
-    samples = F.grid_sample(channels[None].expand(chunks, -1, -1, -1, -1), grid, mode="bilinear",
-                            padding_mode="zeros", align_corners=True)  # (chunks, C, J / chunks, V, U)
+    samples = F.grid_sample(
+        channels[None].expand(chunks, -1, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )  # (chunks, C, J / chunks, V, U)
     lines = samples.sum(2).sum(0) * path  # (C, V, U)
     if tuple(lines.shape[-2:]) != tuple(geometry.size):
         lines = F.interpolate(lines[None], size=geometry.size, mode="bilinear", align_corners=False)[0]

@@ -51,15 +51,16 @@ def _s_curve(x: np.ndarray, slope: float, mid: float = 0.5, fog: float = 0.0) ->
 
 #: Named tone curves (look-up tables from [0, 1] to [0, 1]): generic shapes of the display LUTs
 #: vendors ship (no vendor's actual table). ``film_hd`` imitates a screen-film characteristic
-#: curve (steep, with base-plus-fog), which digital systems no longer use.
+#: curve (with base-plus-fog), which digital systems no longer use; ``s_late`` centres its contrast
+#: on denser tissue than the others.
 TONE_CURVES = {
     "linear": lambda x: x,
     "s_soft": lambda x: _s_curve(x, 4.0),
     "s_hard": lambda x: _s_curve(x, 8.0),
     "shoulder": lambda x: np.log1p(4.0 * x) / math.log1p(4.0),
     "toe": lambda x: np.expm1(1.6 * x) / math.expm1(1.6),
-    "film_hd": lambda x: _s_curve(x, 9.0, mid=0.55, fog=0.08),
-    "s_extreme": lambda x: _s_curve(x, 10.0, mid=0.45),
+    "film_hd": lambda x: _s_curve(x, 6.0, mid=0.55, fog=0.08),
+    "s_late": lambda x: _s_curve(x, 5.0, mid=0.62),
 }
 
 
@@ -176,7 +177,8 @@ def burn_in(
         size = max(6, round(0.08 * h))
         x0, y0 = marker_xy[0] * w, marker_xy[1] * h
         draw.rectangle((x0, y0, x0 + 0.8 * size, y0 + 1.1 * size), outline=255, width=max(1, size // 10))
-        draw.text((x0 + 0.15 * size, y0 + 0.05 * size), marker, fill=255, font=_font(size))
+        centre = (x0 + 0.4 * size, y0 + 0.55 * size)
+        draw.text(centre, marker, fill=255, font=_font(round(0.8 * size)), anchor="mm")
     if text:
         draw.text((text_xy[0] * w, text_xy[1] * h - 0.04 * h), text, fill=255, font=_font(round(0.04 * h)))
     mask = np.asarray(canvas, dtype=np.float64) / 255

@@ -14,17 +14,24 @@ __all__ = ["contact_sheet"]
 MASK_COLOURS = ((255, 80, 80), (80, 160, 255), (255, 210, 60), (90, 220, 120), (220, 110, 255), (255, 150, 60))
 
 
-def _to_rgb(image: np.ndarray) -> Image.Image:
+def _to_rgb(image: np.ndarray, window: tuple[float, float] | None = None) -> Image.Image:
     a = np.asarray(image, dtype=np.float32)
-    lo, hi = np.nanpercentile(a, (0.5, 99.5)) if a.size else (0.0, 1.0)
+    if window is not None:
+        lo, hi = window
+    else:
+        lo, hi = np.nanpercentile(a, (0.5, 99.5)) if a.size else (0.0, 1.0)
     a = np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
     return Image.fromarray((a * 255).astype(np.uint8)).convert("RGB")
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
     inner = mask.copy()
-    inner[1:-1, 1:-1] = (mask[1:-1, 1:-1] == mask[:-2, 1:-1]) & (mask[1:-1, 1:-1] == mask[2:, 1:-1]) \
-        & (mask[1:-1, 1:-1] == mask[1:-1, :-2]) & (mask[1:-1, 1:-1] == mask[1:-1, 2:])  # fmt: skip
+    inner[1:-1, 1:-1] = (
+        (mask[1:-1, 1:-1] == mask[:-2, 1:-1])
+        & (mask[1:-1, 1:-1] == mask[2:, 1:-1])
+        & (mask[1:-1, 1:-1] == mask[1:-1, :-2])
+        & (mask[1:-1, 1:-1] == mask[1:-1, 2:])
+    )
     return (mask > 0) & ~inner.astype(bool)
 
 
@@ -36,6 +43,7 @@ def contact_sheet(
     columns: int = 6,
     tile: int = 192,
     out: str | Path | None = None,
+    window: tuple[float, float] | None = None,
 ) -> Image.Image:
     """Draw ``images`` on a grid; optionally outline ``masks`` and number ``points``.
 
@@ -50,6 +58,8 @@ def contact_sheet(
         columns: tiles per row.
         tile: tile side in pixels (images are resized to fit, keeping their aspect ratio).
         out: if given, the sheet is saved there as PNG.
+        window: ``(black, white)`` intensities shown for every image instead of each image's own
+            percentiles (to compare brightness and contrast across images).
     """
     rows = -(-len(images) // columns)
     sheet = Image.new("RGB", (columns * tile, rows * (tile + 14)), (0, 0, 0))
@@ -57,7 +67,7 @@ def contact_sheet(
     for i, image in enumerate(images):
         h, w = np.asarray(image).shape[:2]
         scale = tile / max(h, w)
-        rgb = np.asarray(_to_rgb(image)).copy()
+        rgb = np.asarray(_to_rgb(image, window)).copy()
         if masks is not None and masks[i] is not None:
             mask = np.asarray(masks[i]).astype(np.int64)
             for value in np.unique(mask[mask > 0]):
