@@ -98,10 +98,12 @@ def test_volumes_and_labels(datalist):
         assert seg.dtype == np.uint8 and all(a.dtype == np.int16 for a in images.values())
         labels = set(np.unique(seg).tolist())
         assert labels <= {0, 1, 2, 4}
-        if item["grade"] == "HGG":
+        if item["phenotype"] == "typical" and item["grade"] == "HGG":
             assert {1, 2, 4} <= labels  # necrosis, oedema and an enhancing rim
-        else:
-            assert 1 in labels and 4 not in labels  # non-enhancing
+        elif item["phenotype"] == "patchy-enhancement":  # an LGG with enhancing patches
+            assert item["grade"] == "LGG" and {1, 4} <= labels
+        else:  # a typical LGG, or a non-enhancing HGG
+            assert 1 in labels and 4 not in labels
         assert (images["flair"][seg > 0] > 0).all()  # tumours lie inside the (skull-stripped) brain
         # the 2D slice goes through the tumour and matches the volume
         item2d = next(i for i in _items(datalist, "_2d") if i["name"] == item["name"])
@@ -113,7 +115,8 @@ def test_volumes_and_labels(datalist):
 
 
 def test_grade_contrasts(datalist):
-    """HGG enhance on T1ce and have a fluid-like core; LGG do not enhance; oedema is FLAIR-bright."""
+    """Typical HGG enhance on T1ce and have a fluid-like core; patchy LGG enhance in parts; the others do not enhance;
+    oedema is FLAIR-bright."""
     root = datalist.parent
     for item in _items(datalist):
         images, seg = _load(root, item)
@@ -121,12 +124,22 @@ def test_grade_contrasts(datalist):
         normal = (seg == 0) & (t1 > 0)
         wm = normal & (t1 > np.percentile(t1[normal], 75))  # the brightest T1 tissue is white matter
         assert flair[seg == 2].mean() > 1.2 * flair[normal].mean()
-        if item["grade"] == "HGG":
+        if item["phenotype"] == "typical" and item["grade"] == "HGG":
             assert t1ce[seg == 4].mean() > 1.2 * t1ce[wm].mean()
             assert t1[seg == 1].mean() < 0.6 * t1[wm].mean() and t2[seg == 1].mean() > t2[wm].mean()
+        elif item["phenotype"] == "patchy-enhancement":
+            assert t1ce[seg == 4].mean() > t1ce[seg == 1].mean()  # the patches enhance, the rest does not
         else:
             assert t1ce[seg == 1].mean() < t1ce[wm].mean()
             assert t2[seg == 1].mean() > 1.3 * t2[wm].mean()
+
+
+def test_grades_overlap(datalist):
+    """Both atypical phenotypes occur at their documented shares (8 cases: 1 of 4 HGG, 1 of 4 LGG)."""
+    phenotypes = {(i["grade"], i["phenotype"]) for i in _items(datalist)}
+    assert ("HGG", "non-enhancing") in phenotypes and ("LGG", "patchy-enhancement") in phenotypes
+    counts = [i["phenotype"] for i in _items(datalist)]
+    assert counts.count("non-enhancing") == 1 and counts.count("patchy-enhancement") == 1
 
 
 def test_class_ratio(tmp_path):

@@ -11,6 +11,22 @@ from the warped tissue maps, and a simulated glioma of one of two grades is grow
 * **LGG** (low grade): smaller, diffuse boundary, T2/FLAIR hyperintense and T1 hypointense,
   no enhancement, no necrosis, little oedema and little mass effect.
 
+Real grades overlap, and so do these, so that grading is a problem worth augmenting:
+
+* a share of HGG (``nonenhancing_hgg``, default 20 %) do not enhance and have no necrosis: a
+  non-enhancing core (label 1) with the LGG signal; such high-grade gliomas are well documented
+  (roughly a tenth to a third of non-enhancing gliomas prove high grade on histology);
+* a share of LGG (``enhancing_lgg``, default 25 %) show patchy enhancement (label 4 in parts of the
+  solid tumour, weaker than an HGG rim); reported in about 15-60 % of low-grade gliomas;
+* sizes, oedema reach and mass effect are drawn from overlapping ranges (HGG radius 11-22 mm,
+  LGG 8-18 mm; oedema 1.3-2.2 vs 1.1-1.8 tumour radii; mass effect 0.3-0.65 vs 0.1-0.45);
+* per case (scanner and protocol), the tumour's contrast against the background varies (x0.7-1.15)
+  and so does the strength of enhancement (contrast dose and timing, x0.6-1.1).
+
+The phenotype of each case is written in the datalist (``"phenotype"``: ``typical``,
+``non-enhancing`` or ``patchy-enhancement``); exactly ``round(n_HGG * nonenhancing_hgg)`` HGG and
+``round(n_LGG * enhancing_lgg)`` LGG are atypical.
+
 Each sequence then gets its own bias field (coil inhomogeneity), gain and Rician noise, and is
 masked to the brain, as BraTS images are skull-stripped. The files are written in the BraTS 2020
 layout (``MICCAI_BraTS2020_TrainingData/BraTS20_Training_XXX/BraTS20_Training_XXX_{flair,t1,
@@ -46,8 +62,10 @@ __all__ = [
     "BRAIN_LABELS",
     "BRATS2020_HGG_FRACTION",
     "BRATS_ROOT",
+    "ENHANCING_LGG_FRACTION",
     "MODALITIES",
     "NAME_MAPPING_HEADER",
+    "NONENHANCING_HGG_FRACTION",
     "build_brain_tumours",
 ]
 
@@ -58,6 +76,10 @@ BRAIN_LABELS = {0: "background", 1: "necrotic / non-enhancing tumour core", 2: "
                 4: "GD-enhancing tumour"}  # fmt: skip
 #: Share of HGG cases in the BraTS 2020 training set: 293 HGG and 76 LGG of 369 cases.
 BRATS2020_HGG_FRACTION = 293 / 369
+#: Default share of HGG without enhancement and of LGG with patchy enhancement (see the module doc).
+NONENHANCING_HGG_FRACTION = 0.2
+ENHANCING_LGG_FRACTION = 0.25
+PHENOTYPES = ("typical", "non-enhancing", "patchy-enhancement")
 #: Top folder of the cases, as in the BraTS 2020 download.
 BRATS_ROOT = "MICCAI_BraTS2020_TrainingData"
 #: Header of BraTS 2020 ``name_mapping.csv``; the Grade column is the classification target.
@@ -146,9 +168,7 @@ def _output_affine(shape: tuple[int, int, int], spacing: float, centre: np.ndarr
     return affine
 
 
-def _smooth_noise(
-    rng: np.random.Generator, channels: int, ctrl: tuple[int, ...], shape: tuple[int, ...]
-) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, channels: int, ctrl: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
     """Smooth random fields (``channels``, *shape), unit-ish std, with ``ctrl`` control points per axis.
 
     Cubic B-spline interpolation of the control points to a quarter of the grid, then trilinear to
@@ -232,21 +252,32 @@ class _Tumour:
     core_fraction: float  # necrosis radius / tumour radius (HGG)
     reach: float  # oedema radius / tumour radius
     mass_effect: float  # strength a < 1 of the displacement, see _mass_effect
+    phenotype: str = "typical"  # one of PHENOTYPES
+    contrast: float = 1.0  # per-case scale of the tumour's contrast against the background
+    enhancement: float = 1.0  # per-case strength of T1ce enhancement (dose, timing)
+
+    @property
+    def enhancing_rim(self) -> bool:
+        """A necrotic core inside an enhancing rim: the typical HGG."""
+        return self.hgg and self.phenotype == "typical"
 
 
-def _draw_tumour(rng: np.random.Generator, hgg: bool, centre: np.ndarray) -> _Tumour:
-    """Random size and shape; HGG are larger, more necrotic, more oedematous and more space-occupying."""
+def _draw_tumour(rng: np.random.Generator, hgg: bool, centre: np.ndarray, phenotype: str = "typical") -> _Tumour:
+    """Random size and shape; HGG tend to be larger, more oedematous and more space-occupying, with overlap."""
     rot = _rotation(rng.uniform(-np.pi, np.pi, 3))
     axes = np.exp(rng.normal(0, 0.15, 3))
     stretch = (rot @ np.diag(np.prod(axes) ** (1 / 3) / axes) @ rot.T).astype(np.float32)
     return _Tumour(
         hgg=hgg,
         centre=centre,
-        radius=rng.uniform(13, 24) if hgg else rng.uniform(9, 16),  # HGG typically 3-5 cm across, LGG 2-3 cm
+        radius=rng.uniform(11, 22) if hgg else rng.uniform(8, 18),  # HGG typically 3-5 cm across, LGG 2-3 cm
         stretch=stretch,
         core_fraction=rng.uniform(0.35, 0.75),  # from nearly solid enhancement to a thin rim
-        reach=rng.uniform(1.6, 2.3) if hgg else rng.uniform(1.15, 1.4),
-        mass_effect=rng.uniform(0.45, 0.65) if hgg else rng.uniform(0.1, 0.25),
+        reach=rng.uniform(1.3, 2.2) if hgg else rng.uniform(1.1, 1.8),
+        mass_effect=rng.uniform(0.3, 0.65) if hgg else rng.uniform(0.1, 0.45),
+        phenotype=phenotype,
+        contrast=rng.uniform(0.7, 1.15),
+        enhancement=rng.uniform(0.6, 1.1),
     )
 
 
@@ -268,9 +299,10 @@ def _tumour_maps(
     # have outlines of their own.
     outline, core_outline, oedema_outline = _angular_noise(rng, d / r, (7 if tumour.hgg else 5, 6, 5))
     rho = r / (tumour.radius * (1 + (0.22 if tumour.hgg else 0.15) * outline))
-    solid = _soft(rho, 0.04 if tumour.hgg else 0.12) * brain  # LGG margins are diffuse (infiltration)
+    # non-enhancing tumours (every LGG, some HGG) have diffuse margins (infiltration)
+    solid = _soft(rho, 0.04 if tumour.enhancing_rim else 0.12) * brain
     necrosis = np.zeros_like(r)
-    if tumour.hgg:
+    if tumour.enhancing_rim:
         necrosis = _soft(r / (tumour.radius * tumour.core_fraction * (1 + 0.25 * core_outline)), 0.05)
     # Vasogenic oedema spreads along white-matter tracts, much less into cortex, not into CSF.
     affinity = np.clip(1.3 * wm + 0.35 * gm, 0, 1)
@@ -278,20 +310,36 @@ def _tumour_maps(
     return solid, necrosis, oedema
 
 
-def _labels(hgg: bool, solid: np.ndarray, necrosis: np.ndarray, oedema: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """BraTS label map: 1 necrotic / non-enhancing core, 2 oedema, 4 enhancing (HGG only)."""
+def _patches(rng: np.random.Generator, solid: np.ndarray) -> np.ndarray:
+    """Soft (0..1) blobs covering roughly a third of the solid tumour: the enhancing parts of a patchy LGG."""
+    field = _smooth_noise(rng, 1, (10, 12, 10), solid.shape)[0]
+    inside = solid > 0.5
+    cut = np.percentile(field[inside], 65) if inside.any() else 0.0
+    return np.clip((field - cut) * 4 + 0.5, 0, 1).astype(np.float32)
+
+
+def _labels(
+    tumour: _Tumour, solid: np.ndarray, necrosis: np.ndarray, oedema: np.ndarray, brain: np.ndarray, patches: np.ndarray
+) -> np.ndarray:
+    """BraTS label map: 1 necrotic / non-enhancing core, 2 oedema, 4 enhancing (rim or patches)."""
     seg = np.zeros(solid.shape, np.uint8)
     inside = brain > 0.5
     seg[(oedema > 0.35) & inside] = 2
     core = (solid > 0.5) & inside
-    seg[core] = 4 if hgg else 1
+    seg[core] = 4 if tumour.enhancing_rim else 1
     seg[core & (necrosis > 0.5)] = 1
+    seg[core & (patches > 0.5)] = 4
     return seg
 
 
 def _sequences(
-    rng: np.random.Generator, hgg: bool, tissue: dict[str, np.ndarray], solid: np.ndarray, necrosis: np.ndarray,
+    rng: np.random.Generator,
+    tumour: _Tumour,
+    tissue: dict[str, np.ndarray],
+    solid: np.ndarray,
+    necrosis: np.ndarray,
     oedema: np.ndarray,
+    patches: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Noise-free FLAIR, T1, T1ce and T2: tissue fractions times tissue signals, tumour composited on top."""
     heterogeneity = 1 + 0.1 * _smooth_noise(rng, 1, (12, 14, 12), solid.shape)[0]
@@ -300,26 +348,37 @@ def _sequences(
         # Scanner-to-scanner contrast differences: +-5% on every tissue's signal.
         sig = {k: v[m] * rng.normal(1, 0.05) for k, v in _SIGNAL.items()}
         x = sum(tissue[k] * sig[k] for k in ("gm", "wm", "csf"))
+        background = x
         x = x + 0.8 * oedema * (sig["oedema"] - x)  # oedema keeps a trace of the underlying anatomy
-        if hgg:
-            core = (necrosis * sig["necrosis"] + (1 - necrosis) * sig["enhancing"]) * heterogeneity
+        # enhancement (T1ce only) varies with contrast dose and timing
+        enhancing = (
+            sig["enhancing"] if name != "t1ce" else sig["lgg"] + tumour.enhancement * (sig["enhancing"] - sig["lgg"])
+        )
+        if tumour.enhancing_rim:
+            core = (necrosis * sig["necrosis"] + (1 - necrosis) * enhancing) * heterogeneity
             x = x + solid * (core - x)
         else:
-            x = x + 0.9 * solid * (sig["lgg"] * heterogeneity - x)
-        images[name] = x
+            tissue_signal = sig["lgg"] + 0.8 * patches * (enhancing - sig["lgg"])  # patches: 0 unless patchy
+            x = x + 0.9 * solid * (tissue_signal * heterogeneity - x)
+        images[name] = background + tumour.contrast * (x - background)  # protocol-dependent tumour contrast
     return images
 
 
 def _simulate(
-    rng: np.random.Generator, grade: str, template: _Template, affine: np.ndarray, shape: tuple[int, int, int]
+    rng: np.random.Generator,
+    grade: str,
+    template: _Template,
+    affine: np.ndarray,
+    shape: tuple[int, int, int],
+    phenotype: str = "typical",
 ) -> _Case:
-    """Synthesise one patient with a tumour of ``grade``."""
+    """Synthesise one patient with a tumour of ``grade`` and ``phenotype`` (see :data:`PHENOTYPES`)."""
     world = _voxel_world(affine, shape)
     points = _base_warp(rng, world, template.centre)
     # The tumour is placed first, in the warped white matter, so its mass effect can shape the tissue.
     brain, candidates = _sample(template, points, slice(2, 4))
     centre_vox = _pick_centre(rng, candidates)
-    tumour = _draw_tumour(rng, grade == "HGG", world[(slice(None), *centre_vox)])
+    tumour = _draw_tumour(rng, grade == "HGG", world[(slice(None), *centre_vox)], phenotype)
     sigma = (1.4 if tumour.hgg else 1.2) * tumour.radius
     moved = _mass_effect(points, points[(slice(None), *centre_vox)], tumour.mass_effect, sigma)
     # Only grey and white matter move; the brain outline stays (the skull does not expand), so
@@ -327,8 +386,10 @@ def _simulate(
     gm, wm = _sample(template, moved, slice(0, 2)) * brain
     tissue = {"gm": gm, "wm": wm, "csf": np.clip(brain - gm - wm, 0, 1)}
     solid, necrosis, oedema = _tumour_maps(rng, tumour, world, gm, wm, brain)
-    images = _sequences(rng, tumour.hgg, tissue, solid, necrosis, oedema)
-    return _Case(_acquire(rng, images, brain), _labels(tumour.hgg, solid, necrosis, oedema, brain), centre_vox[2])
+    patches = _patches(rng, solid) if phenotype == "patchy-enhancement" else np.zeros_like(solid)
+    images = _sequences(rng, tumour, tissue, solid, necrosis, oedema, patches)
+    seg = _labels(tumour, solid, necrosis, oedema, brain, patches)
+    return _Case(_acquire(rng, images, brain), seg, centre_vox[2])
 
 
 def _acquire(rng: np.random.Generator, images: dict[str, np.ndarray], brain: np.ndarray) -> dict[str, np.ndarray]:
@@ -362,6 +423,20 @@ def _plan(n: int, hgg_fraction: float, seed: int) -> tuple[list[str], dict[str, 
         split["test"] += ids[n_val : n_val + n_test]
         split["training"] += ids[n_val + n_test :]
     return grades, {k: sorted(v) for k, v in split.items()}
+
+
+def _phenotypes(grades: list[str], nonenhancing_hgg: float, enhancing_lgg: float, seed: int) -> list[str]:
+    """Exactly round(n_HGG * nonenhancing_hgg) non-enhancing HGG and round(n_LGG * enhancing_lgg) patchy LGG."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    phenotypes = ["typical"] * len(grades)
+    for grade, share, atypical in (
+        ("HGG", nonenhancing_hgg, "non-enhancing"),
+        ("LGG", enhancing_lgg, "patchy-enhancement"),
+    ):
+        ids = [i for i, g in enumerate(grades) if g == grade]
+        for i in rng.permutation(ids)[: int(round(len(ids) * share))].tolist():
+            phenotypes[i] = atypical
+    return phenotypes
 
 
 def _display(a: np.ndarray) -> np.ndarray:
@@ -437,6 +512,8 @@ def build_brain_tumours(
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
     spacing: float = DEFAULT_SPACING,
     sheet_cases: int = 12,
+    nonenhancing_hgg: float = NONENHANCING_HGG_FRACTION,
+    enhancing_lgg: float = ENHANCING_LGG_FRACTION,
 ) -> Path:
     """Build the brain tumour grading demo data set into ``out_dir``; returns the datalist JSON path.
 
@@ -452,23 +529,32 @@ def build_brain_tumours(
         shape: volume size in voxels (x, y, z); the default covers 192 x 224 x 192 mm.
         spacing: isotropic voxel size in mm (real BraTS: 240 x 240 x 155 at 1 mm).
         sheet_cases: cases shown in ``contact_sheet.png`` (two tiles each: T1ce, FLAIR + seg).
+        nonenhancing_hgg: share of HGG drawn without enhancement or necrosis (0: every HGG enhances).
+        enhancing_lgg: share of LGG drawn with patchy enhancement (0: no LGG enhances).
 
     Returns:
         ``out_dir/datalist.json`` with ``training``/``validation``/``test`` (3D, stratified 70/15/15
         by grade) and ``training_2d``/``validation_2d``/``test_2d`` (the axial slice through the
         tumour centre, PNG) lists; items are ``{"image": [flair, t1, t1ce, t2], "label": seg,
-        "grade": "HGG" | "LGG", "grade_label": 1 | 0, "name": ...}`` with paths relative to it.
+        "grade": "HGG" | "LGG", "grade_label": 1 | 0, "phenotype": ..., "name": ...}`` with paths
+        relative to it.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}.")
-    if not 0 <= hgg_fraction <= 1:
-        raise ValueError(f"hgg_fraction must be in [0, 1], got {hgg_fraction}.")
+    for key, value in (
+        ("hgg_fraction", hgg_fraction),
+        ("nonenhancing_hgg", nonenhancing_hgg),
+        ("enhancing_lgg", enhancing_lgg),
+    ):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{key} must be in [0, 1], got {value}.")
     out_dir = Path(out_dir).expanduser().resolve()
     shape = tuple(int(s) for s in shape)
     _check_target(out_dir)
     template = _template(max(1, int(round(spacing))))
     affine = _output_affine(shape, float(spacing), template.centre)
     grades, split = _plan(n, hgg_fraction, seed)
+    phenotypes = _phenotypes(grades, nonenhancing_hgg, enhancing_lgg, seed)
     names = [f"BraTS20_Training_{i + 1:0{max(3, len(str(n)))}d}" for i in range(n)]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -478,9 +564,14 @@ def build_brain_tumours(
         items3d, items2d, tiles = [], [], []
         for i in tqdm(range(n), desc="brain tumours", unit="case", disable=not progress):
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0, i)))
-            case = _simulate(rng, grades[i], template, affine, shape)
+            case = _simulate(rng, grades[i], template, affine, shape, phenotypes[i])
             item3d, item2d, tile = _write_case(case, names[i], affine, tmp)
-            extra = {"grade": grades[i], "grade_label": int(grades[i] == "HGG"), "name": names[i]}
+            extra = {
+                "grade": grades[i],
+                "grade_label": int(grades[i] == "HGG"),
+                "phenotype": phenotypes[i],
+                "name": names[i],
+            }
             items3d.append(item3d | extra)
             items2d.append(item2d | extra)
             if i < sheet_cases:
