@@ -109,7 +109,11 @@ def _read_npz(path: Path, label: str) -> FeatureTable:
         features = np.asarray(z["features"], dtype=np.float64)
         labels = np.asarray(z[label])
         ids = z["case_ids"].tolist() if "case_ids" in z else list(range(len(labels)))
-        names = z["feature_names"].astype(str).tolist() if "feature_names" in z else [f"f{i}" for i in range(features.shape[-1])]
+        names = (
+            z["feature_names"].astype(str).tolist()
+            if "feature_names" in z
+            else [f"f{i}" for i in range(features.shape[-1])]
+        )
     if features.ndim != 2:
         raise FeatureTableError(f"{path}: 'features' must be (cases, features), got shape {features.shape}")
     if len(labels) != len(features):
@@ -148,7 +152,9 @@ def load_feature_table(
     else:
         raise FeatureTableError(f"{path}: a feature table must be .csv or .npz, not {suffix or 'no suffix'}")
     if len(table.classes) < 2:
-        raise FeatureTableError(f"{path}: the label column {label!r} holds one class only ({table.classes}); grading needs 2 or more")
+        raise FeatureTableError(
+            f"{path}: the label column {label!r} holds one class only ({table.classes}); grading needs 2 or more"
+        )
     if expected_features is not None:
         want = expected_features if isinstance(expected_features, int) else len(expected_features)
         if table.features.shape[1] != want:
