@@ -15,20 +15,24 @@ from mimtl.data.datalist import (
     subsample,
 )
 from mimtl.data.dataset import ERROR_KEY, TolerantDataset, error_reason, tolerant_collate
+from mimtl.data.masks import check_mask, label_values, load_segmentation_datalist
 from mimtl.data.validate import DataValidationError, check_image_file, validate_datalist
 
 __all__ = [
-    "DataValidationError",
     "ERROR_KEY",
     "IMAGE_SUFFIXES",
     "ON_ERROR",
+    "DataValidationError",
     "TolerantDataset",
     "check_image_file",
     "check_labels",
+    "check_mask",
     "datalist_labels",
     "error_reason",
+    "label_values",
     "list_images",
     "load_datalist",
+    "load_segmentation_datalist",
     "subsample",
     "tolerant_collate",
     "validate_datalist",

@@ -6,6 +6,8 @@ from mimtl.handlers.domain import DomainCheck
 from mimtl.handlers.finetune import StagedFineTuning
 from mimtl.handlers.landmarks import LandmarkReport, LandmarkWriter, load_conformal
 from mimtl.handlers.resume import ResumableCheckpoint, ResumeError, TrainingInterrupted
+from mimtl.handlers.segmentation import SegmentationWriter, cardiothoracic_ratio
+from mimtl.handlers.tile_ae import ReconstructionWriter
 
 __all__ = [
     "ClassificationWriter",
@@ -14,10 +16,13 @@ __all__ = [
     "LandmarkReport",
     "LandmarkWriter",
     "OutputWriteError",
+    "ReconstructionWriter",
     "ResumableCheckpoint",
     "ResumeError",
+    "SegmentationWriter",
     "StagedFineTuning",
     "TrainingInterrupted",
+    "cardiothoracic_ratio",
     "load_conformal",
     "resolve_thresholds",
 ]
