@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from mimtl.transforms.corruptions import (
+    CORRUPTIONS,
+    GEOMETRIC_CORRUPTIONS,
+    SEVERITIES,
+    Corrupt,
+    CorruptD,
+    Corruptd,
+    CorruptDict,
+    corruption_rng,
+)
 from mimtl.transforms.heatmaps import DECODE_METHODS, LandmarkDecoder, decode_heatmaps
 from mimtl.transforms.image import (
     COLOR_MODES,
@@ -47,13 +57,20 @@ from mimtl.transforms.tiles import (
 
 __all__ = [
     "COLOR_MODES",
+    "CORRUPTIONS",
     "DECODE_METHODS",
     "DEFAULT_NUM_PERMUTATIONS",
+    "GEOMETRIC_CORRUPTIONS",
     "LUMINANCE_WEIGHTS",
     "OUTSIDE_MODES",
+    "SEVERITIES",
     "ApplyToValidD",
     "ApplyToValidDict",
     "ApplyToValidd",
+    "Corrupt",
+    "CorruptD",
+    "CorruptDict",
+    "Corruptd",
     "DecodeLandmarksd",
     "EnsureGrayscale",
     "EnsureGrayscaleD",
@@ -80,6 +97,7 @@ __all__ = [
     "TileShuffleDict",
     "TileShuffled",
     "as_points",
+    "corruption_rng",
     "decode_heatmaps",
     "min_hamming_distance",
     "permutation_set",
