@@ -15,16 +15,20 @@ from mimtl.metrics.landmarks import (
     sdr_handlers,
     success_detection_rate,
 )
+from mimtl.metrics.robustness import RobustnessEvaluation, bootstrap_interval, mean_corruption_error
 
 __all__ = [
     "DEFAULT_SDR_THRESHOLDS",
     "MeanRadialError",
     "MeanRadialErrorHandler",
+    "RobustnessEvaluation",
     "SuccessDetectionRate",
     "SuccessDetectionRateHandler",
+    "bootstrap_interval",
     "conformal_radius",
     "empirical_coverage",
     "landmark_summary",
+    "mean_corruption_error",
     "metric_name",
     "min_calibration_size",
     "per_label_auc",
