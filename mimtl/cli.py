@@ -285,10 +285,11 @@ def cmd_domain_report(args: argparse.Namespace) -> int:
         render_domain_report,
         write_domain_report,
     )
+    from mimtl.sim.domain_foreign import foreign_inputs
 
     b = _bundle(args.bundle)
     try:
-        report = compute_domain_report(b)
+        report = compute_domain_report(b, foreign_inputs)
     except BundleError as e:
         raise CliError(str(e)) from None
     print(render_domain_report(report))

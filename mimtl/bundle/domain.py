@@ -10,7 +10,7 @@ among its handlers, before the writers) gets the guard from here, with nothing o
   split and calibrates the threshold there at ``coverage`` (default 95 %); writes
   ``models/domain.pt`` (tensors: ``torch.load(weights_only=True)``) and ``models/domain.json``.
 * :func:`compute_domain_report` runs inference with the shipped ``domain.pt`` on the test split
-  and on the foreign sets of :mod:`mimtl.sim.domain_foreign`; :func:`write_domain_report` writes
+  and on foreign inputs (those of :mod:`mimtl.sim.domain_foreign`, passed in); :func:`write_domain_report` writes
   the table between ``<!-- mimtl:domain:start -->`` and ``<!-- mimtl:domain:end -->`` in
   ``docs/README.md`` and the score histogram ``docs/domain_scores.png``;
   :func:`compare_domain_report` says where the shipped README differs (``tests/test_domain.py``).
@@ -23,7 +23,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,11 +195,17 @@ def _verdicts(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compute_domain_report(
-    bundle: Bundle, work_dir: str | os.PathLike | None = None, progress: bool = True
+    bundle: Bundle,
+    foreign_inputs: Callable[[Sequence[str], Path], Mapping[str, Sequence[Path]]],
+    work_dir: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Score the test split and the foreign sets with the shipped ``models/domain.pt``.
 
     Args:
+        foreign_inputs: ``(test films, folder) -> {set name: files}``, the inputs that must be
+            flagged (:func:`mimtl.sim.domain_foreign.foreign_inputs`: the bundle layer does not
+            import the simulator).
         work_dir: keep the foreign files and the inference outputs there (``foreign/``,
             ``test_output/``, ``foreign_output/``); default: a temporary folder.
 
@@ -208,8 +214,6 @@ def compute_domain_report(
         "foreign": {set: {"flagged", "n", "scores", "records"}}}``; the records are the
         verdicts per file (``file``, ``in_domain``, ``domain_score``, ``domain_reason``).
     """
-    from mimtl.sim.domain_foreign import foreign_inputs
-
     domain_file = bundle.path / "models" / "domain.pt"
     if not domain_file.is_file():
         raise BundleError(

@@ -32,7 +32,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,19 @@ def conformal_threshold(scores: Sequence[float] | torch.Tensor, coverage: float)
     return float(s[k - 1])
 
 
+def _replace_atomic(path: Path, write: Callable[[str], Any]) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it over ``path`` (removed on failure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @dataclass
 class DomainResult:
     """The verdict on one input: ``score`` (largest component / threshold ratio), ``in_domain``, ``reason``
@@ -395,12 +409,11 @@ class DomainModel:
 
     def save(self, path: str | os.PathLike, json_path: str | os.PathLike | None = None) -> Path:
         """Write ``path`` (``torch.save``) and its JSON summary (``path`` with ``.json``) atomically."""
-        from mimtl.handlers._common import save_atomic, write_atomic
-
         path = Path(path)
-        save_atomic(path, lambda tmp: torch.save(self.state_dict(), tmp))
+        _replace_atomic(path, lambda tmp: torch.save(self.state_dict(), tmp))
         json_path = Path(json_path) if json_path is not None else path.with_suffix(".json")
-        write_atomic(json_path, json.dumps(self.summary(), indent=2) + "\n")
+        text = json.dumps(self.summary(), indent=2) + "\n"
+        _replace_atomic(json_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         return path
 
     @classmethod
