@@ -25,7 +25,7 @@ import numpy as np
 
 from mimtl.sim import film
 
-__all__ = ["STYLES", "FilmSettings", "FilmStyle", "get_style", "process", "save_film"]
+__all__ = ["STYLES", "FilmSettings", "FilmStyle", "get_style", "process", "save_film", "settings_record"]
 
 Range = tuple[float, float]
 
@@ -141,7 +141,7 @@ class FilmStyle:
         """True when every knob is off (the builders then run exactly their pre-style code)."""
         return replace(self, name="default") == FilmStyle()
 
-    def sample(self, rng: np.random.Generator, portable_allowed: bool = True) -> FilmSettings:
+    def sample(self, rng: np.random.Generator) -> FilmSettings:
         """One film's settings. Always draws the same numbers from ``rng`` in the same order,
         whatever the knobs, so turning one knob off leaves the others' draws unchanged."""
         u = rng.uniform(size=32)  # one uniform per decision, in a fixed order
@@ -155,7 +155,7 @@ class FilmStyle:
             return magnitude if t >= 0.5 else -magnitude
 
         child = bool(u[9] < self.child)
-        portable = bool(portable_allowed and u[6] < self.portable)
+        portable = bool(u[6] < self.portable)
         collimated = bool(u[13] < self.collimation)
         dicom = bool(u[20] < self.dicom)
         curves = self.tone_curves or ("linear",)
