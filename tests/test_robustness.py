@@ -256,6 +256,9 @@ def test_bad_input_is_a_clear_error(films, tmp_path):
         RobustnessEvaluation(films, predictor=threshold, baseline="scratch")
     with pytest.raises(ValueError, match="has no split 'validation'"):
         RobustnessEvaluation(films, predictor=threshold, split="validation")
+    unlabelled = [{"image": "film0.png"}]
+    with pytest.raises(ValueError, match=r"datalist item 0 \(.*film0.png\) has no label"):
+        RobustnessEvaluation(unlabelled, base_dir=films.parent, predictor=threshold, progress=False).evaluate()
     bad = make_films(tmp_path / "bad", n=2)
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "bad" / "film1_label.png")
     with pytest.raises(ValueError, match=r"film1_label.png: label of size \(32, 32\) differs from its image"):

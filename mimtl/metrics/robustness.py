@@ -126,7 +126,8 @@ class RobustnessEvaluation:
         split: datalist split to evaluate.
         base_dir: folder of relative paths (default: the datalist's folder).
         image_key, label_key: datalist keys of the film and its label map (values ``0..K``).
-        spacing_key: datalist key of ``[sx, sy]`` in mm (HD95 in mm); missing: pixels.
+        spacing_key: datalist key of the pixel spacing in mm, in the order of the loaded array's
+            spatial axes (MONAI's PNG reader puts x first), for HD95 in mm; missing: pixels.
         preprocessing: a MONAI dictionary transform bringing an item to ``image`` ``(1, H, W)``
             in ``[0, 1]`` and ``label`` ``(1, H, W)`` at the model's input size. Default: load,
             channel first, min-max scale the image.
@@ -233,7 +234,13 @@ class RobustnessEvaluation:
     # ------------------------------------------------------------------ data
     def _load(self) -> tuple[list[str], list[torch.Tensor], torch.Tensor, list[Any]]:
         ids, images, labels, spacings = [], [], [], []
-        for item in self.items:
+        for k, item in enumerate(self.items):
+            missing = [key for key in (self.image_key, self.label_key) if not item.get(key)]
+            if missing:
+                raise ValueError(
+                    f"datalist item {k} ({item.get(self.image_key, 'no image')}) has no {' or '.join(missing)}: "
+                    "the robustness evaluation needs an image and its label for every case."
+                )
             data = self.preprocessing(dict(item))
             image, label = data[self.image_key], data[self.label_key]
             if tuple(image.shape[1:]) != tuple(label.shape[1:]):
