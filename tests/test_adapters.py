@@ -760,6 +760,7 @@ def test_adapt_registry_and_cli_signature(tmp_path):
         "shenzhen_landmarks",
         "jsrt",
         "brats",
+        "montgomery",
     }
     make_pneumonia(tmp_path / "p")
     dl = adapt("Chest-X-Ray-Pneumonia", tmp_path / "p", out=tmp_path / "p.json", val_fraction=0.5)

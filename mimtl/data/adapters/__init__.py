@@ -47,6 +47,12 @@ from mimtl.data.adapters.jsrt import (
     read_jsrt,
     write_scr_label_map,
 )
+from mimtl.data.adapters.montgomery import (
+    MONTGOMERY_LABELS,
+    MONTGOMERY_SPACING,
+    montgomery_datalist,
+    read_montgomery_reading,
+)
 from mimtl.data.adapters.nih import NIH_LABELS, nih_chestxray14_datalist
 from mimtl.data.adapters.pneumonia import pneumonia_datalist
 from mimtl.data.adapters.shenzhen import read_clinical_reading, shenzhen_datalist
@@ -60,12 +66,14 @@ __all__ = [
     "CHEXPERT_HEADER",
     "CHEXPERT_OBSERVATIONS",
     "ISBI2015_LANDMARKS",
-    "JSRTReader",
+    "MONTGOMERY_LABELS",
+    "MONTGOMERY_SPACING",
     "NIH_LABELS",
     "SCR_LABELS",
     "SCR_STRUCTURES",
     "SHENZHEN_LANDMARK_NAMES",
     "SPLITS",
+    "JSRTReader",
     "adapt",
     "brats_datalist",
     "chexpert_datalist",
@@ -73,11 +81,13 @@ __all__ = [
     "hand_atlas_datalist",
     "isbi2015_ceph_datalist",
     "jsrt_datalist",
+    "montgomery_datalist",
     "nih_chestxray14_datalist",
     "pneumonia_datalist",
     "read_clinical_reading",
     "read_jsrt",
     "read_landmark_txt",
+    "read_montgomery_reading",
     "seeded_split",
     "shenzhen_datalist",
     "shenzhen_landmarks_datalist",
@@ -93,6 +103,7 @@ ADAPTERS: dict[str, Callable[..., dict[str, Any]]] = {
     "isbi2015_ceph": isbi2015_ceph_datalist,
     "hand_atlas": hand_atlas_datalist,
     "shenzhen": shenzhen_datalist,
+    "montgomery": montgomery_datalist,
     "shenzhen_landmarks": shenzhen_landmarks_datalist,
     "jsrt": jsrt_datalist,
     "brats": brats_datalist,
@@ -108,6 +119,7 @@ ALIASES: dict[str, str] = {
     "cephalometric": "isbi2015_ceph",
     "digital_hand_atlas": "hand_atlas",
     "jsrt_scr": "jsrt",
+    "montgomery_county": "montgomery",
     "chest_landmarks": "shenzhen_landmarks",
 }
 
