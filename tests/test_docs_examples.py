@@ -182,6 +182,8 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/usage.md", "python -m monai.bundle run --config_file ... --resume true"): "a template (`...` are the killed run's files); tests/test_resume.py resumes both bundles",
     (f"bundles/{COLOR}/docs/README.md", f"mimtl run {COLOR} experiment"): GRID,
     (f"bundles/{LANDMARK}/docs/README.md", f"mimtl run {LANDMARK} experiment"): GRID,
+    ("docs/usage.md", "mimtl domain fit NAME --coverage 0.95"): "runs inference over the 340 training and validation films (minutes); tests/test_domain.py fits through the same code on a small datalist",
+    ("docs/usage.md", "mimtl domain report NAME --write"): "runs inference over the test split and 84 foreign inputs (minutes) and rewrites the README table; tests/test_domain.py runs the same report on both bundles",
 }
 
 
