@@ -312,3 +312,24 @@ def test_compare_command_exits_2_on_a_bad_table(tmp_path, capsys):
     one.write_text("f,grade\n1,HGG\n2,HGG\n3,HGG\n")
     assert main([str(one), "--label", "grade", "--output-dir", str(tmp_path / "o")]) == 2
     assert "one.csv: the label column 'grade' holds one class only" in capsys.readouterr().err
+
+
+def test_minority_sweep_subsamples_the_minority_only():
+    from mimtl.engines.feature_cv import minority_sweep
+
+    x, y = _separable(n_major=20, n_minor=12, dim=3, shift=3.0)
+    rows = minority_sweep(
+        x,
+        y,
+        {BASELINE: VariantSpec()},
+        minority_sizes=(6, 12),
+        seeds=(0, 1),
+        n_splits=3,
+        classifier=FAST_MLP,
+        progress=False,
+    )
+    assert len(rows) == 2 * 2 * 3  # sizes x seeds x folds
+    assert {(r["minority_size"], r["seed"]) for r in rows} == {(6, 0), (6, 1), (12, 0), (12, 1)}
+    assert np.mean([r["balanced_accuracy"] for r in rows]) > 0.75  # separable, though 4 training cases of 6 are few
+    with pytest.raises(ValueError, match="minority size 13 exceeds the 12 cases of class 1"):
+        minority_sweep(x, y, {BASELINE: VariantSpec()}, minority_sizes=(13,), seeds=(0,))

@@ -33,6 +33,7 @@ __all__ = [
     "cross_validate_variants",
     "default_variants",
     "make_pipeline",
+    "minority_sweep",
     "summarise",
     "summary_table",
 ]
@@ -276,3 +277,53 @@ def summary_table(rows: Sequence[dict]) -> str:
             f"| {r['variant']} | {r['mean']:.3f} ± {r['sd']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {diff} | {p} |"
         )
     return "\n".join(lines)
+
+
+def minority_sweep(
+    X: np.ndarray,
+    y: np.ndarray,
+    variants: Mapping[str, VariantSpec],
+    minority_sizes: Sequence[int] = (10, 20, 40),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    minority: Any = None,
+    ids: Sequence | None = None,
+    n_splits: int = 5,
+    **cv_args: Any,
+) -> list[dict]:
+    """The paper's experiment: each variant at each minority-class size, over seeds x stratified folds.
+
+    For each size and seed, ``size`` cases of the minority class (default: the smallest) are drawn
+    without replacement (every case of the other classes is kept), and one stratified ``n_splits``-fold
+    CV runs every variant on that subset. The subset is drawn before any split, so the test folds hold
+    the reduced prevalence too. Returns one row per (size, seed, variant, fold) with the fold's metrics.
+
+    Raises:
+        ValueError: a size larger than the minority class, or one the CV cannot split.
+    """
+    X, y = np.asarray(X), np.asarray(y)
+    ids = list(range(len(y))) if ids is None else list(ids)
+    classes, counts = np.unique(y, return_counts=True)
+    minority = classes[int(counts.argmin())] if minority is None else minority
+    pool = np.flatnonzero(y == minority)
+    rows: list[dict] = []
+    for size in minority_sizes:
+        if size > len(pool):
+            raise ValueError(f"minority size {size} exceeds the {len(pool)} cases of class {minority!r}")
+        for seed in seeds:
+            keep_minor = np.random.default_rng([int(seed), int(size)]).choice(pool, size=int(size), replace=False)
+            keep = np.sort(np.r_[np.flatnonzero(y != minority), keep_minor])
+            results = cross_validate_variants(
+                X[keep],
+                y[keep],
+                variants,
+                ids=[ids[i] for i in keep],
+                n_splits=n_splits,
+                n_repeats=1,
+                seed=int(seed),
+                **cv_args,
+            )
+            rows += [
+                {"minority_size": int(size), "seed": int(seed), "variant": r.variant, "fold": r.fold, **r.metrics}
+                for r in results
+            ]
+    return rows
