@@ -81,14 +81,26 @@ def _smooth(mask: torch.Tensor, sigma_vox: float = 0.8) -> torch.Tensor:
 
 
 def _segments_distance(x, y, z, segments: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> torch.Tensor:
-    """For each voxel: max over segments of (radius - distance to the segment), mm (> 0 inside a tube)."""
-    best = None
+    """For each voxel of the grid ``x, y, z`` (broadcastable world coordinates): max over the
+    segments ``(a, b, radius)`` of (radius - distance to the segment), mm (> 0 inside a tube).
+
+    Each segment is evaluated only over its own bounding box (voxels outside every box get -inf).
+    """
+    x, y, z = (c.float() for c in (x, y, z))
+    best = torch.full(torch.broadcast_shapes(x.shape, y.shape, z.shape), float("-inf"))
     for a, b, radius in segments:
+        lo, hi = np.minimum(a, b) - radius - 1, np.maximum(a, b) + radius + 1
+        index = [
+            torch.nonzero((c.flatten() >= lo[d]) & (c.flatten() <= hi[d])).flatten() for d, c in enumerate((x, y, z))
+        ]
+        if any(len(i) == 0 for i in index):
+            continue
+        sx, sy, sz = (slice(int(i.min()), int(i.max()) + 1) for i in index)
+        px, py, pz = x[:, :, sx], y[:, sy, :], z[sz, :, :]
         ab = b - a
-        t = (((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / float(ab @ ab)).clamp(0, 1)
-        d = torch.sqrt((x - a[0] - t * ab[0]) ** 2 + (y - a[1] - t * ab[1]) ** 2 + (z - a[2] - t * ab[2]) ** 2)
-        score = radius - d
-        best = score if best is None else torch.maximum(best, score)
+        t = (((px - a[0]) * ab[0] + (py - a[1]) * ab[1] + (pz - a[2]) * ab[2]) / float(ab @ ab)).clamp(0, 1)
+        d = torch.sqrt((px - a[0] - t * ab[0]) ** 2 + (py - a[1] - t * ab[1]) ** 2 + (pz - a[2] - t * ab[2]) ** 2)
+        best[sz, sy, sx] = torch.maximum(best[sz, sy, sx], radius - d)
     return best
 
 
@@ -184,7 +196,7 @@ def _warp_towards(volume: ChestVolume, anchor: np.ndarray, shift_mm: float, widt
     """A copy of ``volume`` contracted towards ``anchor``: structures at distance ``width_mm``
     move ``shift_mm`` towards it, less nearer and further (a smooth Gaussian-weighted field)."""
     box = _box(volume, anchor - 3 * width_mm, anchor + 3 * width_mm)
-    x, y, z = _world_grid(volume, box)
+    x, y, z = (c.float() for c in _world_grid(volume, box))
     dx, dy, dz = x - anchor[0], y - anchor[1], z - anchor[2]
     k = shift_mm * np.exp(0.5) / width_mm * torch.exp(-(dx**2 + dy**2 + dz**2) / (2 * width_mm**2))
     # output(p) = input(p + k (p - a)): content further out moves in, towards the anchor
