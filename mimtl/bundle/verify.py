@@ -7,8 +7,8 @@ at the first failure, so one run tells a user everything that is wrong.
 from __future__ import annotations
 
 import logging
-import warnings
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from pathlib import Path
 from mimtl.bundle.bundle import Bundle, load_checkpoint
 from mimtl.errors import root_cause
 
-__all__ = ["CheckResult", "METADATA_SCHEMA", "REQUIRED_FILES", "verify_bundle", "VERIFY_CHECKS"]
+__all__ = ["METADATA_SCHEMA", "REQUIRED_FILES", "VERIFY_CHECKS", "CheckResult", "verify_bundle"]
 
 #: The metadata JSON schema shipped with mimtl, used offline by ``monai.bundle verify_metadata``.
 METADATA_SCHEMA = Path(str(resources.files("mimtl.bundle") / "metadata_schema.json"))
@@ -64,9 +64,21 @@ def _quiet_monai() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def ships_no_weights(bundle: Bundle) -> bool:
+    """The bundle declares that it ships no trained weights yet (metadata ``"weights": null``) and has none.
+
+    Such a bundle passes without ``models/model.pt``; its TorchScript check exports the randomly
+    initialised network instead (the export path is still verified), and says so.
+    """
+    meta = bundle.metadata
+    return "weights" in meta and meta["weights"] is None and not bundle.has_weights
+
+
 def check_files(bundle: Bundle) -> CheckResult:
     missing = []
     for rel in REQUIRED_FILES:
+        if rel == "models/model.pt" and ships_no_weights(bundle):
+            continue
         p = bundle.path / rel
         if rel.endswith(".yaml") and not p.is_file():
             p = p.with_suffix(".json")
@@ -137,9 +149,18 @@ def check_torchscript(bundle: Bundle) -> CheckResult:
     from mimtl.bundle.export import example_input_shape, export_bundle
 
     eager = bundle.parser("inference").get_parsed_content("network_def", instantiate=True)
+    x = torch.rand(example_input_shape(bundle), generator=torch.Generator().manual_seed(0))
+    if ships_no_weights(bundle):  # no weights declared: the randomly initialised network is exported
+        eager.eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.jit.save(torch.jit.script(eager), str(Path(tmp) / "model.ts"))
+            ts_net = torch.jit.load(str(Path(tmp) / "model.ts"), map_location="cpu")
+        with torch.no_grad():
+            worst = max((a - b).abs().max().item() for a, b in zip(_flat(eager(x)), _flat(ts_net(x))))
+        detail = f"no weights ship (metadata weights: null): random init exported, max |eager - reloaded| = {worst:.2e}"
+        return CheckResult("TorchScript export + reload", worst <= 1e-4, detail)
     eager.load_state_dict(load_checkpoint(bundle.weights_path))  # strict: ckpt_export's copy is lenient
     eager.eval()
-    x = torch.rand(example_input_shape(bundle), generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp, _quiet_monai():
         ts_file = export_bundle(bundle, "torchscript", out=Path(tmp) / "model.ts")
         ts_net, meta, _ = load_net_with_metadata(str(ts_file), map_location="cpu")
@@ -177,7 +198,9 @@ def check_monai_config(bundle: Bundle) -> CheckResult:
 
     stale = stale_monai_configs(bundle)
     fix = f"; regenerate with `mimtl export {bundle.name} --format monai-config`"
-    return CheckResult("MONAI loader config", not stale, "; ".join(stale) + fix if stale else "configs/inference.json current")
+    return CheckResult(
+        "MONAI loader config", not stale, "; ".join(stale) + fix if stale else "configs/inference.json current"
+    )
 
 
 VERIFY_CHECKS: dict[str, Callable[[Bundle], CheckResult]] = {
