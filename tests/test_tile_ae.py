@@ -186,7 +186,7 @@ def test_reconstruction_network_scripts_and_shares_the_weights(tae):
 
 
 def test_a_few_steps_learn_the_permutation_and_the_image():
-    """Tiny separable task: 4 images, 4 permutations; 60 Adam steps cut every term of the loss."""
+    """Tiny separable task: 4 images, 4 permutations; 20 Adam steps cut the permutation and the image error."""
     torch.manual_seed(0)
     net = TileAutoencoder(encoder="efficientnet-lite0", num_permutations=4, latent_channels=16,
                           decoder_channels=(32, 16, 16, 8, 8))  # fmt: skip
@@ -197,7 +197,7 @@ def test_a_few_steps_learn_the_permutation_and_the_image():
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     perms = permutation_set(4)
     first = last = None
-    for _ in range(60):
+    for _ in range(20):
         index = torch.randint(0, 4, (4,), generator=g)
         shuffled = torch.stack([shuffle_tiles(images[i], perms[int(index[i])]) for i in range(4)])
         out = net(shuffled, index)
@@ -263,6 +263,6 @@ def test_segmentation_net_from_imagenet_loads_the_packaged_lite0_weights():
     seg = AuxReconSegNet(2, weights="imagenet")
     assert seg.encoder_init == "imagenet:efficientnet-lite0"
     # the stem of the packaged weights summed over RGB for the gray input: not an initialiser's output
-    stem = next(v for k, v in seg.encoder.state_dict().items() if k.endswith("weight") and v.ndim == 4)
-    assert F.cosine_similarity(stem.flatten(), AuxReconSegNet(2).encoder.state_dict()[
-        next(k for k, v in seg.encoder.state_dict().items() if k.endswith("weight") and v.ndim == 4)].flatten(), dim=0) < 0.5
+    key = next(k for k, v in seg.encoder.state_dict().items() if k.endswith("weight") and v.ndim == 4)
+    fresh = AuxReconSegNet(2).encoder.state_dict()[key]
+    assert F.cosine_similarity(seg.encoder.state_dict()[key].flatten(), fresh.flatten(), dim=0) < 0.5
