@@ -41,7 +41,9 @@ class TileAEPrepareBatch(PrepareBatch):
     ) -> tuple[torch.Tensor, dict, tuple, dict]:
         missing = [k for k in self.keys if k not in batchdata]
         if missing:
-            raise KeyError(f"T-AE batch lacks {missing} (has {sorted(batchdata)}): use mimtl.transforms.RandTileShuffled.")
+            raise KeyError(
+                f"T-AE batch lacks {missing} (has {sorted(batchdata)}): use mimtl.transforms.RandTileShuffled."
+            )
 
         def move(t: torch.Tensor) -> torch.Tensor:
             return torch.as_tensor(t).to(device=device, non_blocking=non_blocking, **kwargs)

@@ -71,7 +71,9 @@ class TileAELoss(nn.Module):
         ValueError: a negative weight, or a reconstruction whose shape differs from the image's.
     """
 
-    def __init__(self, ce: float = 1.0, l1: float = 10.0, mse: float = 10.0, sw: float = 0.1, num_projections: int = 64):
+    def __init__(
+        self, ce: float = 1.0, l1: float = 10.0, mse: float = 10.0, sw: float = 0.1, num_projections: int = 64
+    ):
         super().__init__()
         for name, w in (("ce", ce), ("l1", l1), ("mse", mse), ("sw", sw)):
             if w < 0:
@@ -80,7 +82,9 @@ class TileAELoss(nn.Module):
         self.num_projections = int(num_projections)
         self.terms: dict[str, float] = {}
 
-    def components(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def components(
+        self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """The four unweighted terms."""
         recon, image = pred["recon"].float(), target["image"].float()
         if recon.shape != image.shape:

@@ -38,7 +38,9 @@ DECODERS = ("unet", "psp")
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class PSPDecoder(nn.Module):
@@ -58,7 +60,12 @@ class PSPDecoder(nn.Module):
         deep, mid = encoder_channels[-1], encoder_channels[-3]
         branch = max(deep // len(bins), 8)
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(deep, branch, 1, bias=False), nn.BatchNorm2d(branch), nn.ReLU(inplace=True))
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(deep, branch, 1, bias=False),
+                nn.BatchNorm2d(branch),
+                nn.ReLU(inplace=True),
+            )
             for b in bins
         )
         self.fuse = _conv_bn_relu(deep + branch * len(bins) + mid, channels, 3)
@@ -177,4 +184,3 @@ class AuxReconSegNet(nn.Module):
             recon = self.recon_head(self.recon_decoder(features, 0))
             return torch.cat([seg, recon], dim=1)
         return seg
-

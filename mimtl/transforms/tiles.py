@@ -58,7 +58,9 @@ DEFAULT_NUM_PERMUTATIONS = 100
 def _greedy_set(n: int, grid: int) -> tuple[tuple[int, ...], ...]:
     tiles = grid * grid
     if tiles > 9:
-        raise ValueError(f"grid {grid}: the greedy search enumerates (grid**2)! orders; grids above 3 x 3 are not supported.")
+        raise ValueError(
+            f"grid {grid}: the greedy search enumerates (grid**2)! orders; grids above 3 x 3 are not supported."
+        )
     every = np.array(list(itertools.permutations(range(tiles))), dtype=np.int8)  # lexicographic, identity first
     if not 1 <= n <= len(every):
         raise ValueError(f"num_permutations must be in [1, {len(every)}] for a {grid} x {grid} grid, got {n}.")
@@ -95,7 +97,9 @@ def min_hamming_distance(permutations: np.ndarray | Sequence[Sequence[int]]) -> 
 def _check_grid(shape: Sequence[int], grid: int) -> None:
     h, w = shape[-2], shape[-1]
     if h % grid or w % grid:
-        raise ValueError(f"an image of {h} x {w} pixels cannot be cut into {grid} x {grid} equal tiles: crop or resize it.")
+        raise ValueError(
+            f"an image of {h} x {w} pixels cannot be cut into {grid} x {grid} equal tiles: crop or resize it."
+        )
 
 
 def tile_image(img: torch.Tensor, grid: int = 3) -> torch.Tensor:
