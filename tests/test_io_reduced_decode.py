@@ -151,11 +151,12 @@ def test_points_come_back_in_file_pixels_and_mm(films, name, decode_size):
         pytest.param("dicom_j2k_2048", 4, marks=needs_j2k),
         ("jpeg_1500", 4),
         ("dicom_jpeg_1500", 4),
-        ("dicom_raw_2048", 1),
+        ("dicom_raw_2048", 7),  # 1792 // 256: whole decode, then 7 x 7 block means
     ],
 )
 def test_reduced_decode_is_smaller_and_says_so(films, name, scale):
-    """JPEG 2000 levels and JPEG DCT scaling decode the smallest size >= 256 px; uncompressed decodes whole."""
+    """JPEG 2000 levels and JPEG DCT scaling decode the smallest size >= 256 px; uncompressed decodes
+    whole and averages the largest blocks that keep 256 px."""
     path, _, _ = films[name]
     reader = MedicalImageReader(target_size=256)
     array, meta = reader.get_data(reader.read(path))
@@ -164,10 +165,6 @@ def test_reduced_decode_is_smaller_and_says_so(films, name, scale):
     assert array.shape == tuple(-(-s // scale) for s in whole.shape)
     assert min(array.shape) >= 256
     np.testing.assert_array_equal(meta["spatial_shape"], whole_meta["spatial_shape"])
-    if scale == 1:
-        assert "decode_scale" not in meta
-        np.testing.assert_array_equal(array, whole)
-        return
     np.testing.assert_array_equal(meta["decode_scale"], [scale, scale])
     np.testing.assert_allclose(meta["original_affine"], whole_meta.get("original_affine", np.eye(4)))
     # the reduced film is the whole one, low-passed: block means of the whole decode agree
@@ -212,7 +209,8 @@ def test_j2k_without_pillow_codec_decodes_whole_and_says_so(films, monkeypatch, 
     with caplog.at_level(logging.WARNING, logger="mimtl.io.dicom"):
         array, meta = reader.get_data(reader.read(path))
         reader.get_data(reader.read(path))
-    assert array.shape == (2048, 1792) and "decode_scale" not in meta
+    assert array.shape == (293, 256)  # decoded whole by pydicom's plugins, then 7 x 7 block means
+    np.testing.assert_array_equal(meta["decode_scale"], [7, 7])
     said = [r.getMessage() for r in caplog.records if "decoded whole" in r.getMessage()]
     assert len(said) == 1 and "JPEG 2000" in said[0] and "OpenJPEG" in said[0]
 
@@ -251,3 +249,44 @@ def test_reduced_grid_affine_maps_block_centres():
     np.testing.assert_allclose(grid @ [0, 0, 0, 1], affine @ [1.5, 1.5, 0, 1])
     np.testing.assert_allclose(grid @ [2, 1, 0, 1], affine @ [9.5, 5.5, 0, 1])
     assert torch.is_tensor(torch.as_tensor(grid))
+
+
+def test_block_means_commute_with_rescale_and_polarity(tmp_path):
+    """Signed, rescaled MONOCHROME1 data averaged before the LUTs equals the whole film's block means after them."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(-2000, 2000, size=(600, 520)).astype(np.int16)
+    path = write_dicom(np.zeros((2, 2)), tmp_path / "signed.dcm")
+    from pydicom import dcmread
+
+    ds = dcmread(path)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 1
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    whole, _ = DicomXrayReader().get_data(DicomXrayReader().read(path))  # [x, y] = (520, 600)
+    reduced, meta = DicomXrayReader(target_size=[130, 150]).get_data(DicomXrayReader().read(path))
+    assert reduced.shape == (130, 150)
+    np.testing.assert_array_equal(meta["decode_scale"], [4, 4])
+    blocks = whole.reshape(130, 4, 150, 4).mean(axis=(1, 3))
+    np.testing.assert_allclose(reduced, blocks, atol=1e-5)
+    # block n is centred on file pixel 4n + 1.5, in mm through the file's spacing
+    np.testing.assert_allclose(meta["affine"] @ [1, 2, 0, 1], meta["original_affine"] @ [5.5, 9.5, 0, 1])
+
+
+def test_a_modality_lut_table_keeps_the_whole_decode(tmp_path):
+    """A Modality LUT table maps stored integers: no block means before it, the film decodes whole."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    path = write_dicom(np.arange(600 * 520).reshape(600, 520) % 4096, tmp_path / "lut.dcm")
+    ds = dcmread(path)
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 16]
+    lut.ModalityLUTType = "US"
+    lut.LUTData = (np.arange(4096, dtype=np.uint16) * 16).tobytes()
+    ds.ModalityLUTSequence = [lut]
+    ds.save_as(path, enforce_file_format=True)
+    array, meta = DicomXrayReader(target_size=128).get_data(DicomXrayReader().read(path))
+    assert array.shape == (520, 600) and "decode_scale" not in meta

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+import torch
 from monai.config import PathLike
 from monai.data import ImageReader
 from monai.utils import ImageMetaKey, MetaKeys, ensure_tuple
@@ -286,8 +287,11 @@ class DicomXrayReader(ImageReader):
         target_size: decode JPEG 2000 (a resolution level) and baseline JPEG (DCT scaling) pixel
             data at the smallest size whose sides are still at least this (array-index order, one
             int for every axis), e.g. the network's input size: a 2048 px JPEG 2000 film needed
-            for 256 px decodes 64 times fewer pixels. Other transfer syntaxes, signed or
-            multi-sample data decode whole. A reduced decode keeps the file's geometry:
+            for 256 px decodes 64 times fewer pixels. Other transfer syntaxes (uncompressed, RLE,
+            JPEG lossless, ...) and signed data decode whole, then average k x k blocks of stored
+            values (the largest integer k that keeps the size) before the LUTs and the float
+            conversion, which cost more than the decode (not with a Modality or VOI LUT table,
+            which indexes stored integers). A reduced decode keeps the file's geometry:
             ``original_affine``, ``spatial_shape`` and ``spacing`` describe the file's pixel grid,
             ``affine`` the decoded one (see :func:`reduced_grid_affine`), ``decode_scale`` says by
             how much, so points decoded on it (``DecodeLandmarksd``) come back in the file's pixels
@@ -395,7 +399,10 @@ class DicomXrayReader(ImageReader):
         filename = f"{getattr(ds, 'filename', None) or '<pydicom Dataset>'}"
         photometric = self._check_supported(ds, filename)
         reduced = self._decode_reduced(ds) if self.target_size is not None else None
-        stored, grid_scale, grid_shift = reduced if reduced is not None else (self._decode(ds, filename), 1, 0.0)
+        if reduced is None:
+            stored = self._decode(ds, filename)
+            reduced = self._box_reduce(ds, stored) if self.target_size is not None else None
+        stored, grid_scale, grid_shift = reduced if reduced is not None else (stored, 1, 0.0)
         bits_stored = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
         try:
             values, low, high, scale = self._modality(ds, stored, bits_stored)
@@ -507,6 +514,24 @@ class DicomXrayReader(ImageReader):
         if array.shape != expected:
             return None
         return array, scale, shift
+
+    def _box_reduce(self, ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, int, float] | None:
+        """Stored values of a film decoded whole, averaged over k x k blocks (the largest integer k
+        that keeps the target size) before the LUTs and the float conversion of every pixel; None
+        when no k >= 2 keeps it, or a Modality/VOI LUT table (which indexes stored integers) applies.
+
+        Block n covers file pixels k*n .. k*n + k - 1 (centre ``k*n + (k-1)/2``, as JPEG DCT
+        scaling); a last, partial block averages the pixels it has.
+        """
+        if ds.get("ModalityLUTSequence") or (self.apply_voi and ds.get("VOILUTSequence")):
+            return None
+        rows, cols = stored.shape
+        t_rows, t_cols = self.target_size[::-1] if self.reverse_indexing else self.target_size
+        k = min(rows // max(1, t_rows), cols // max(1, t_cols))
+        if k < 2:
+            return None
+        pixels = torch.from_numpy(np.ascontiguousarray(stored, dtype=np.float32))[None, None]
+        return torch.nn.functional.avg_pool2d(pixels, k, ceil_mode=True)[0, 0].numpy(), k, (k - 1) / 2
 
     @staticmethod
     def _check_supported(ds: Dataset, filename: str) -> str:

@@ -77,8 +77,9 @@ class MedicalImageReader(ImageReader):
         target_size: decode at reduced size where the format allows it, to the smallest size whose
             sides are still at least this (array-index order ``[x, y]``; one int for both), e.g. the
             network's input size: JPEG files with libjpeg's DCT scaling (1/2, 1/4, 1/8), DICOM
-            JPEG 2000 at a resolution level and DICOM baseline JPEG (see
-            :class:`~mimtl.io.DicomXrayReader`). Other formats decode whole. The metadata keep the
+            JPEG 2000 at a resolution level and DICOM baseline JPEG; other DICOMs are averaged over
+            blocks right after their decode (see :class:`~mimtl.io.DicomXrayReader`). Other
+            formats decode whole. The metadata keep the
             file's geometry (``original_affine``, ``spatial_shape``, spacing), ``affine`` maps the
             decoded grid into it and ``decode_scale`` says by how much, so points decoded on the
             image come back in the file's pixels and mm. None (default): decode whole.
