@@ -307,6 +307,10 @@ def test_edema_is_bilateral_perihilar_haze():
     volume = drr.load_chest_volume()
     out, info = findings.insert_edema(volume, np.random.default_rng(3), severity=1.0, septal_lines=5)
     assert out.labels.equal(volume.labels) and len(info["hila"]) == 2
+    with pytest.raises(ValueError, match="severity must be in"):
+        findings.insert_edema(volume, np.random.default_rng(3), severity=2.0)
+    with pytest.raises(ValueError, match="lobe must be one of"):
+        findings.insert_consolidation(volume, np.random.default_rng(3), lobe=51)
     gain = _line(out) - _line(volume)
     pts = drr.project_points(volume, np.array(info["hila"]), GEOMETRY)
     lungs = drr.project_labels(volume, {"l": drr.LUNG_LABELS["left"] + drr.LUNG_LABELS["right"]}, GEOMETRY)

@@ -311,6 +311,10 @@ def insert_edema(
     """
     s = float(rng.uniform(0.5, 1.0)) if severity is None else float(severity)
     n_lines = int(rng.integers(3, 8)) if septal_lines is None else int(septal_lines)
+    if not 0 <= s <= 1:
+        raise ValueError(f"severity must be in [0, 1], not {s}.")
+    if n_lines < 0:
+        raise ValueError(f"septal_lines must be >= 0, not {n_lines}.")
     out = volume.clone()
     hila, boxes = [], []
     for side in ("right", "left"):
