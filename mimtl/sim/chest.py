@@ -42,6 +42,7 @@ __all__ = [
     "CHEXPERT_COLUMNS",
     "CLASSES",
     "DEFAULT_PREVALENCE",
+    "EXTRA_PREVALENCE",
     "LANDMARKS",
     "SEGMENTATION_LABELS",
     "build_classification",
