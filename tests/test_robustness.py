@@ -13,11 +13,13 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, ScaleIntensityRanged
 from PIL import Image
 
 from mimtl.metrics import RobustnessEvaluation, bootstrap_interval, mean_corruption_error
+from mimtl.transforms import CORRUPTIONS as ALL_CORRUPTIONS
 
 CORRUPTIONS = ("gaussian_noise", "impulse_noise", "elastic_transform", "contrast")
 SEVERITIES = (1, 3, 5)
@@ -271,3 +273,51 @@ def test_mce_and_bootstrap_helpers():
     assert mean_corruption_error(errors, base) == pytest.approx((0.5 + 1.0) / 2)
     lo, hi = bootstrap_interval(np.arange(1001.0), 0.9)
     assert (lo, hi) == pytest.approx((50.0, 950.0))
+
+
+def test_lung_segmentation_bundle_robustness_config(tmp_path):
+    """configs/robustness.yaml of xray_lung_segmentation runs over evaluate's films, labels and grid."""
+    import shutil
+
+    import mimtl
+    from mimtl.networks import AuxReconSegNet
+
+    bundle_dir = tmp_path / "xray_lung_segmentation"
+    shutil.copytree(mimtl.load_bundle("xray_lung_segmentation").path, bundle_dir)
+    (bundle_dir / "models").mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    net = AuxReconSegNet(out_channels=3, encoder="efficientnet-lite0", decoder="unet", reconstruction=True)
+    torch.save(net.state_dict(), bundle_dir / "models" / "model.pt")
+    # three films with a label map: 1 left lung, 2 right lung, 3 heart
+    films = tmp_path / "films"
+    films.mkdir()
+    items = []
+    for i in range(3):
+        label = np.zeros((64, 64), np.uint8)
+        label[10:50, 8:26], label[10:50, 38:56], label[36:54, 26:38] = 1, 2, 3
+        image = np.where(label == 0, 200, 60).astype(np.uint8) + np.uint8(i)
+        Image.fromarray(image).save(films / f"f{i}.png")
+        Image.fromarray(label).save(films / f"f{i}_label.png")
+        items.append({"image": f"f{i}.png", "label": f"f{i}_label.png"})
+    (films / "datalist.json").write_text(json.dumps({"training": items, "validation": items, "test": items}))
+    workflow = mimtl.load_bundle(bundle_dir).workflow(
+        "robustness",
+        datalist=str(films / "datalist.json"),
+        **{
+            "robustness#corruptions": ["elastic_transform"],
+            "robustness#severities": [2],
+            "robustness#n_bootstrap": 20,
+            "robustness#progress": False,
+            "amp": False,
+        },
+    )
+    workflow.initialize()
+    workflow.run()
+    out = bundle_dir / "eval" / "robustness"
+    rows = list(csv.DictReader((out / "robustness_cases.csv").open()))
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("clean", "0")] * 3 + [("elastic_transform", "2")] * 3
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert (out / "robustness_heatmap.png").is_file() and "| model |" in (out / "robustness.md").read_text()
+    # the config lists every corruption and severity, so --set can narrow them
+    config = yaml.safe_load((bundle_dir / "configs" / "robustness.yaml").read_text())["robustness"]
+    assert tuple(config["corruptions"]) == ALL_CORRUPTIONS and config["severities"] == [1, 2, 3, 4, 5]

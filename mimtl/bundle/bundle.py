@@ -27,8 +27,8 @@ __all__ = [
     "load_bundle",
     "load_checkpoint",
     "network_key",
-    "root_cause",
     "read_checkpoint",
+    "root_cause",
     "weights_path",
 ]
 
@@ -39,6 +39,7 @@ OVERRIDE_BASES = {
     "calibrate": "evaluate",
     "multi_gpu_train": "train",
     "multi_gpu_evaluate": "evaluate",
+    "robustness": "evaluate",
 }
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 #: Merged first into every workflow's configs when the bundle has it (the model zoo's common.json):

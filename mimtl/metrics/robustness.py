@@ -125,7 +125,8 @@ class RobustnessEvaluation:
         baseline_model: which model of that CSV is the baseline.
         split: datalist split to evaluate.
         base_dir: folder of relative paths (default: the datalist's folder).
-        image_key, label_key: datalist keys of the film and its label map (values ``0..K``).
+        image_key, label_key: datalist keys of the film and its label: a label map (values
+            ``0..K``) or, after ``preprocessing``, one binary channel per predicted structure.
         spacing_key: datalist key of the pixel spacing in mm, in the order of the loaded array's
             spatial axes (MONAI's PNG reader puts x first), for HD95 in mm; missing: pixels.
         preprocessing: a MONAI dictionary transform bringing an item to ``image`` ``(1, H, W)``
@@ -280,8 +281,15 @@ class RobustnessEvaluation:
         return (p > self.threshold).float()
 
     def _reference(self, labels: torch.Tensor, n_channels: int) -> torch.Tensor:
+        if labels.shape[1] == n_channels and n_channels > 1:
+            return (labels > 0).float()  # already one binary channel per structure
+        if labels.shape[1] != 1:
+            raise ValueError(
+                f"labels have {labels.shape[1]} channels but the model predicts {n_channels} structures: give a "
+                "label map (one channel, values 1..K) or one binary channel per predicted structure."
+            )
         values = torch.arange(1, n_channels + 1, device=labels.device).view(1, -1, 1, 1)
-        return (labels == values).float()  # labels: (B, 1, H, W) -> (B, K, H, W), classes 1..K
+        return (labels == values).float()  # a label map (B, 1, H, W) -> (B, K, H, W), classes 1..K
 
     def _scores(self, pred: torch.Tensor, ref: torch.Tensor, spacings: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(pred, ref)
