@@ -43,6 +43,24 @@ def _conv_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
     )
 
 
+def _unet_decoder(encoder_channels: Sequence[int], decoder_channels: Sequence[int]) -> nn.Module:
+    """MONAI's ``UNetDecoder`` as ``FlexibleUNet`` builds it (batch norm, ReLU, nearest upsampling)."""
+    return UNetDecoder(
+        spatial_dims=2,
+        encoder_channels=encoder_channels,
+        decoder_channels=decoder_channels,
+        act=("relu", {"inplace": True}),
+        norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
+        dropout=0.0,
+        bias=False,
+        upsample="nontrainable",
+        pre_conv="default",
+        interp_mode="nearest",
+        align_corners=None,
+        is_pad=False,
+    )
+
+
 class PSPDecoder(nn.Module):
     """Pyramid pooling of the deepest map, fused at stride 8, logits upsampled to the input size.
 
@@ -130,7 +148,7 @@ class AuxReconSegNet(nn.Module):
         self.seg_head: nn.Module | None = None
         self.psp_decoder: nn.Module | None = None
         if decoder == "unet":
-            self.unet_decoder = self._unet(all_channels, dec)
+            self.unet_decoder = _unet_decoder(all_channels, dec)
             self.seg_head = SegmentationHead(2, dec[-1], out_channels, kernel_size=3, act=None)
         else:
             self.psp_decoder = PSPDecoder(channels, out_channels, psp_channels)
@@ -138,29 +156,8 @@ class AuxReconSegNet(nn.Module):
         self.recon_head: nn.Module | None = None
         if reconstruction:
             # skip channels 0: the reconstruction is decoded from the deepest map alone
-            self.recon_decoder = self._unet((in_channels, *([0] * (len(channels) - 1)), channels[-1]), dec)
+            self.recon_decoder = _unet_decoder((in_channels, *([0] * (len(channels) - 1)), channels[-1]), dec)
             self.recon_head = SegmentationHead(2, dec[-1], in_channels, kernel_size=3, act=None)
-
-    @staticmethod
-    def _unet(encoder_channels: Sequence[int], decoder_channels: Sequence[int]) -> nn.Module:
-        return UNetDecoder(
-            spatial_dims=2,
-            encoder_channels=encoder_channels,
-            decoder_channels=decoder_channels,
-            act=("relu", {"inplace": True}),
-            norm=("batch", {"eps": 1e-3, "momentum": 0.1}),
-            dropout=0.0,
-            bias=False,
-            upsample="nontrainable",
-            pre_conv="default",
-            interp_mode="nearest",
-            align_corners=None,
-            is_pad=False,
-        )
-
-    @property
-    def has_reconstruction(self) -> bool:
-        return self.recon_decoder is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segmentation logits ``(B, K, H, W)``; in training with reconstruction ``(B, K + 1, H, W)``.
