@@ -333,3 +333,12 @@ def test_minority_sweep_subsamples_the_minority_only():
     assert np.mean([r["balanced_accuracy"] for r in rows]) > 0.75  # separable, though 4 training cases of 6 are few
     with pytest.raises(ValueError, match="minority size 13 exceeds the 12 cases of class 1"):
         minority_sweep(x, y, {BASELINE: VariantSpec()}, minority_sizes=(13,), seeds=(0,))
+
+
+@pytest.mark.parametrize("variant", ["tac-gan", "projection", "wgan-gp"])
+def test_every_gan_variant_resamples(variant, tmp_path):
+    x, y = _separable(n_major=20, n_minor=8, dim=4)
+    sampler = ACGANOverSampler(variant=variant, random_state=0, loss_curves=str(tmp_path), **{**FAST_GAN, "epochs": 5})
+    xr, yr = sampler.fit_resample(x, y)
+    assert np.bincount(yr).tolist() == [20, 20] and np.isfinite(xr).all()
+    assert (tmp_path / "loss_curves.png").is_file()

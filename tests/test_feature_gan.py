@@ -90,8 +90,9 @@ def test_label_smoothing_tac_and_wgan_terms():
     with pytest.raises(ValueError, match="twin"):
         tac.generator_loss(_FixedD(adv, cls, cls.new_zeros(2, 0)), torch.zeros(2, 3), y)
     real_d = FeatureDiscriminator(3, 2, hidden=(8,))
-    _, w_terms = ACGANLoss(adversarial="wgan-gp").discriminator_loss(real_d, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]),
-                                                                     torch.randn(4, 3), torch.tensor([1, 1, 0, 0]))  # fmt: skip
+    _, w_terms = ACGANLoss(adversarial="wgan-gp").discriminator_loss(
+        real_d, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.randn(4, 3), torch.tensor([1, 1, 0, 0])
+    )
     assert set(w_terms) == {"adv", "gp", "aux_real", "aux_fake"} and w_terms["gp"] >= 0
     with pytest.raises(ValueError, match="adversarial"):
         ACGANLoss(adversarial="hinge")
@@ -106,7 +107,7 @@ def test_fake_labels_prior():
         sample_fake_labels(5, [1.0], real, 2)
 
 
-def _trainer(data, batch_size=16, epochs=1, tac=False, handlers=None, seed=0):
+def _trainer(data, batch_size=16, epochs=1, tac=False, handlers=None, seed=0, amp=False):
     torch.manual_seed(seed)
     g = FeatureGenerator(8, 2, 8, hidden=(32,))
     d = FeatureDiscriminator(8, 2, hidden=(32,), twin=tac)
@@ -124,6 +125,7 @@ def _trainer(data, batch_size=16, epochs=1, tac=False, handlers=None, seed=0):
         d_train_steps=2,
         train_handlers=handlers,
         seed=seed,
+        amp=amp,
     )
 
 
@@ -189,3 +191,28 @@ def test_bad_batches_are_named():
     trainer = _trainer([{"x": torch.zeros(8), "label": torch.tensor(0)}] * 4, batch_size=2)
     with pytest.raises(ValueError, match="'features'"):
         trainer.run()
+
+
+def test_amp_switch_runs_on_cpu():
+    """amp=True autocasts to bf16 on a CPU (fp16 + grad scaler on CUDA); the losses stay finite."""
+    trainer = _trainer(_toy((8, 8)), batch_size=8, amp=True)
+    trainer.run()
+    assert all(torch.isfinite(p).all() for p in trainer.g_network.parameters())
+    assert isinstance(trainer.state.output["g_loss"], float)
+
+
+def test_monai_checkpoint_saver_attaches_and_reloads(tmp_path):
+    from monai.handlers import CheckpointSaver
+
+    trainer = _trainer(_toy((8, 8)), batch_size=8, epochs=2)
+    saver = CheckpointSaver(
+        str(tmp_path), {"generator": trainer.g_network, "discriminator": trainer.d_network}, save_final=True
+    )
+    saver.attach(trainer)
+    trainer.run()
+    (ckpt,) = tmp_path.glob("*.pt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    g = FeatureGenerator(8, 2, 8, hidden=(32,))
+    g.load_state_dict(state["generator"])
+    z, y = torch.randn(3, 8), torch.tensor([0, 1, 1])
+    torch.testing.assert_close(g.eval()(z, y), trainer.g_network.eval()(z, y))

@@ -68,6 +68,7 @@ class ConditionalGanTrainer(GanTrainer):
         features_key, label_key: keys of the reals and their labels in a batch dict.
         fake_label_prior: ``"batch"``, ``"uniform"`` or class probabilities (see module doc).
         amp: autocast the forward passes (bf16 on CPU, fp16 with a grad scaler on CUDA).
+        seed: seed of the latents and fake labels (their own generator; ``None``: torch's global one).
 
     Example (a config)::
 
@@ -135,17 +136,18 @@ class ConditionalGanTrainer(GanTrainer):
         self.label_key = label_key
         sample_fake_labels(1, fake_label_prior, torch.zeros(1, dtype=torch.long), self.num_classes)  # validate now
         self.fake_label_prior = fake_label_prior
-        self.amp = bool(amp)
+        # not ``self.amp``: MONAI's Trainer.run would build a CUDA-only GradScaler of its own from it
+        self.use_amp = bool(amp)
         self._rng = None if seed is None else torch.Generator().manual_seed(int(seed))
         on_cuda = torch.device(device).type == "cuda"
         self._amp_dtype = torch.float16 if on_cuda else torch.bfloat16
-        self._scaler = torch.amp.GradScaler("cuda", enabled=self.amp and on_cuda)
+        self._scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and on_cuda)
 
     def _fakes(self, n: int, real_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = real_labels.device
         z = torch.randn(n, self.latent_shape, generator=self._rng).to(device, non_blocking=self.non_blocking)
         y = sample_fake_labels(n, self.fake_label_prior, real_labels, self.num_classes, self._rng)
-        with torch.autocast(device.type, dtype=self._amp_dtype, enabled=self.amp):
+        with torch.autocast(device.type, dtype=self._amp_dtype, enabled=self.use_amp):
             fakes = self.g_network(z, y)
         return z, y, fakes.float()
 
@@ -173,14 +175,14 @@ class ConditionalGanTrainer(GanTrainer):
             with torch.no_grad():
                 _, fake_labels, fakes = engine._fakes(n, labels)  # fresh fakes for every D step
             engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-            with torch.autocast(device.type, dtype=engine._amp_dtype, enabled=engine.amp):
+            with torch.autocast(device.type, dtype=engine._amp_dtype, enabled=engine.use_amp):
                 d_loss, d_terms = engine.loss.discriminator_loss(engine.d_network, reals, labels, fakes, fake_labels)
             engine._step(d_loss, engine.d_optimizer)
             d_total += float(d_loss.detach())
 
         z, fake_labels, fakes = engine._fakes(n, labels)
         engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        with torch.autocast(device.type, dtype=engine._amp_dtype, enabled=engine.amp):
+        with torch.autocast(device.type, dtype=engine._amp_dtype, enabled=engine.use_amp):
             g_loss, g_terms = engine.loss.generator_loss(engine.d_network, fakes, fake_labels)
         engine._step(g_loss, engine.g_optimizer)
         # G's step changed nothing in D, but its backward left gradients there: drop them
