@@ -321,7 +321,9 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     from mimtl.data.validate import DataValidationError
 
     try:
-        items = load_datalist(args.datalist, args.list_key, args.base_dir, keys=args.keys, deep=args.deep)
+        items = load_datalist(
+            args.datalist, args.list_key, args.base_dir, keys=args.keys, deep=args.deep, data_root=args.data_root
+        )
     except DataValidationError as e:
         print(e, file=sys.stderr)
         return EXIT_FAILED
@@ -474,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--list-key", default="training", help="which list of the datalist (default: training)")
     s.add_argument("--keys", nargs="+", default=["image"], help="keys whose values are files (default: image)")
     s.add_argument("--base-dir", help="folder relative paths start from (default: the datalist's folder)")
+    s.add_argument("--data-root", help="refuse any file outside this folder (a datalist from elsewhere)")
     s.add_argument(
         "--deep", action="store_true", help="decode every file (finds damaged pixels, NaN/Inf); default: headers"
     )

@@ -84,7 +84,7 @@ validate:
     val_accuracy: {_target_: ignite.metrics.Accuracy, output_transform: "$monai.handlers.from_engine(['pred', 'label'])"}
   handlers:
   - {_target_: StatsHandler, iteration_log: false}
-  - _target_: CheckpointSaver
+  - _target_: mimtl.handlers.AtomicCheckpointSaver
     save_dir: '@ckpt_dir'
     save_dict: {model: '@network'}
     save_key_metric: true

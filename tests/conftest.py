@@ -28,3 +28,12 @@ def registered_readers():
     yield
     SUPPORTED_READERS.clear()
     SUPPORTED_READERS.update(saved)
+
+
+@pytest.fixture(scope="session")
+def bundle_runs(tmp_path_factory):
+    """Each bundle's tiny data and its train / evaluate / inference / multi-GPU runs, made once per
+    session and shared by tests/test_bundle_contract.py and the bundles' own modules."""
+    from bundle_checks import BundleRuns
+
+    return BundleRuns(tmp_path_factory)

@@ -115,6 +115,10 @@ CORPUS: tuple[Case, ...] = (
          r"label has 3 values, expected 2"),
     Case("datalist-label-range", "datalist", "class index 5 of 2 classes", "DataValidationError",
          r"class index 5 is not in \[0, 2\)"),
+    Case("datalist-duplicate", "datalist", "one film in the training and the validation split", "DataValidationError",
+         r"is also in 'validation' \(entry 0\): one film in two splits leaks it"),
+    Case("datalist-outside-root", "datalist", "'../' path leaving the data root (load_datalist(data_root=...))",
+         "DataValidationError", r"outside\.png is outside the data root", cli=None),
     # -- annotations
     Case("points-outside", "points outside the image", "landmark (100, 5) on a 32x32 film", "DataValidationError",
          r"landmark\(s\) #0 at \[100\.0, 5\.0\] outside the 32x32 image"),
@@ -128,8 +132,8 @@ CORPUS: tuple[Case, ...] = (
          r"no space left on device writing .*predictions\.csv; the file there before \(if any\) is unchanged", cli=None),
     Case("disk-full-overlay", "full disk", "ENOSPC half way through an overlay PNG", "OutputWriteError",
          r"no space left on device writing .*overlays/film_landmarks\.png", cli=None),
-    Case("disk-full-checkpoint", "full disk", "ENOSPC while training saves model.pt (known gap, see below)",
-         "OSError", r"No space left on device", cli=1),
+    Case("disk-full-checkpoint", "full disk", "ENOSPC while training saves model.pt (AtomicCheckpointSaver)",
+         "OutputWriteError", r"(?i)no space left on device writing .*model\.pt", cli=1),
 )  # fmt: skip
 BY_ID = {c.id: c for c in CORPUS}
 
@@ -388,7 +392,9 @@ def _datalist_case(case_id: str, root: Path) -> tuple[Path, dict]:
     for i in range(4):
         _png(images / f"ok{i}.png")
         items.append({"image": f"images/ok{i}.png", "label": i % 2, "points": [[1.0, 2.0]], "spacing": [0.1, 0.1]})
-    content = {"labels": ["a", "b"], "training": items, "validation": [dict(it) for it in items[:2]]}
+    _png(images / "val0.png")
+    validation = [{"image": "images/val0.png", "label": 0, "points": [[1.0, 2.0]], "spacing": [0.1, 0.1]}]
+    content = {"labels": ["a", "b"], "training": items, "validation": validation}
     bad = dict(items[1])
     if case_id == "datalist-missing-key":
         bad.pop("image"), bad.pop("points"), bad.pop("spacing")
@@ -400,6 +406,11 @@ def _datalist_case(case_id: str, root: Path) -> tuple[Path, dict]:
         bad["label"] = [0, 1, 0]
     elif case_id == "datalist-label-range":
         bad["label"] = 5
+    elif case_id == "datalist-duplicate":
+        bad["image"] = "images/val0.png"
+    elif case_id == "datalist-outside-root":
+        _png(root.parent / "outside.png")
+        bad["image"] = "../outside.png"
     elif case_id == "datalist-spacing-zero":
         bad["spacing"] = [0, 0]
     elif case_id == "datalist-spacing-negative":
@@ -428,7 +439,7 @@ def test_load_datalist_refuses(case_id, tmp_path):
     from mimtl.data.datalist import load_datalist
 
     path, _ = _datalist_case(case_id, tmp_path / "data")
-    assert_named(BY_ID[case_id], raised(load_datalist, path))
+    assert_named(BY_ID[case_id], raised(lambda: load_datalist(path, data_root=path.parent)))
 
 
 @pytest.mark.parametrize("case_id", PER_ITEM)
@@ -569,11 +580,6 @@ def test_disk_full_while_drawing_an_overlay(tmp_path, monkeypatch):
     assert path.read_bytes() == before and [p.name for p in path.parent.iterdir()] == [path.name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: MONAI's CheckpointSaver writes model.pt in place (its DiskSaver has atomic=False), so a "
-    "full disk during the save truncates models/model.pt; the bundles' train configs need an atomic saver",
-)
 def test_disk_full_while_saving_the_checkpoint(bundle, tmp_path, monkeypatch, capsys):
     """Training's best-model save: the disk fills during the write; model.pt must stay as it was."""
     case = BY_ID["disk-full-checkpoint"]

@@ -76,6 +76,69 @@ def _datalist_items(
     return items
 
 
+def _file_ids(item: Any, key: str, base: Path) -> tuple[str, ...] | None:
+    """The normalised absolute paths of ``item[key]`` (a path or a list of paths), None when it holds none."""
+    value = item.get(key) if isinstance(item, Mapping) else None
+    names = value if isinstance(value, list) else [value]
+    if not names or not all(isinstance(n, str) for n in names):
+        return None
+    return tuple(os.path.normpath(n if os.path.isabs(n) else os.path.join(base, n)) for n in names)
+
+
+def _check_files(
+    path: Path,
+    content: Mapping[str, Any],
+    data_list_key: str,
+    base: Path,
+    keys: Sequence[str],
+    data_root: str | os.PathLike | None,
+) -> None:
+    """Refuse a film listed in two splits (test data leaking into training) and, with ``data_root``,
+    any path that resolves outside it; warn about a film listed twice in one split.
+
+    Paths are compared as written, joined to ``base`` and normalised (links not followed, so a data
+    root made of symbolic links keeps working).
+
+    Raises:
+        DataValidationError: listing every such entry.
+    """
+    key = keys[0] if keys else "image"
+    problems, repeated, seen = [], [], {}
+    for i, item in enumerate(content[data_list_key]):
+        ident = _file_ids(item, key, base)
+        if ident is None:
+            continue
+        if ident in seen:
+            repeated.append(f"entry {i} repeats entry {seen[ident]} ({item[key]})")
+        seen.setdefault(ident, i)
+    for other, items in content.items():
+        if other == data_list_key or not isinstance(items, list):
+            continue
+        for j, item in enumerate(items):
+            ident = _file_ids(item, key, base)
+            if ident in seen:
+                problems.append(
+                    f"entry {seen[ident]} '{key}': {item[key]} is also in '{other}' (entry {j}): "
+                    f"one film in two splits leaks it between them"
+                )
+    if data_root is not None:
+        root = os.path.normpath(os.path.abspath(data_root))
+        for i, item in enumerate(content[data_list_key]):
+            for k in keys:
+                for full in _file_ids(item, k, base) or ():
+                    if os.path.commonpath([root, os.path.abspath(full)]) != root:
+                        problems.append(f"entry {i} '{k}': {full} is outside the data root {root}")
+    if repeated:
+        logger.warning("%s (%s): %d film(s) listed more than once: %s", path, data_list_key, len(repeated),
+                       "; ".join(repeated[:_MAX_LISTED]))
+    if problems:
+        listed = "\n  - ".join(problems[:_MAX_LISTED])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise DataValidationError(
+            f"{len(problems)} problem(s) in '{path}' ({data_list_key}); nothing was trained:\n  - {listed}{more}"
+        )
+
+
 def list_images(
     source: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     key: str = "image",
@@ -351,6 +414,7 @@ def load_datalist(
     num_labels: int | None = None,
     fraction: float = 1.0,
     fraction_seed: int = 0,
+    data_root: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Read a MONAI (Decathlon-style) datalist JSON, resolve its paths, check its labels and validate it.
 
@@ -381,10 +445,14 @@ def load_datalist(
             the JSON's ``"labels"`` list, if any, else labels are not checked.
         fraction: the share of the items to keep, in (0, 1].
         fraction_seed: the seed of that subset (same seed, same subset).
+        data_root: when given, every file must lie under this folder (a datalist from elsewhere
+            cannot reach the rest of the disk); None (default) takes the paths as given.
 
     Raises:
         DataValidationError: a missing or invalid JSON, no ``data_list_key`` list, a label of the
-            wrong size or value, a ``num_labels`` that contradicts the ``"labels"`` list, or bad files.
+            wrong size or value, a ``num_labels`` that contradicts the ``"labels"`` list, a film
+            that is also in another split, a path outside ``data_root``, or bad files. A film
+            listed twice in the same split is logged as a warning.
         ValueError: ``fraction`` is not in (0, 1].
     """
     fraction = float(fraction)
@@ -393,6 +461,8 @@ def load_datalist(
     path = Path(path)
     content = _read_json(path)
     items = _datalist_items(path, content, data_list_key, base_dir, keys)
+    _check_files(path, content, data_list_key, Path(base_dir) if base_dir is not None else path.parent, keys,
+                 data_root)
     names = content.get("labels")
     names = list(names) if isinstance(names, list) else None  # segmentation lists map ids to names
     if num_labels is not None:

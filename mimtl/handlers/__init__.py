@@ -1,6 +1,7 @@
 """Ignite handlers for mimtl's engines (attach them via a workflow's ``handlers``/``val_handlers``)."""
 
 from mimtl.handlers._common import OutputWriteError
+from mimtl.handlers.checkpoint import AtomicCheckpointSaver
 from mimtl.handlers.classification import ClassificationWriter, GradCAMWriter, resolve_thresholds
 from mimtl.handlers.domain import DomainCheck
 from mimtl.handlers.finetune import StagedFineTuning
@@ -10,6 +11,7 @@ from mimtl.handlers.segmentation import SegmentationWriter, cardiothoracic_ratio
 from mimtl.handlers.tile_ae import ReconstructionWriter
 
 __all__ = [
+    "AtomicCheckpointSaver",
     "ClassificationWriter",
     "DomainCheck",
     "GradCAMWriter",
