@@ -146,6 +146,16 @@ def test_every_bad_mask_is_named_with_its_reason(tmp_path):
     assert len(load_segmentation_datalist(_datalist(tmp_path, [items[0], items[3]]), allow_empty=True)) == 2
 
 
+def test_a_volume_as_image_is_named_as_such(tmp_path):
+    import nibabel as nib
+
+    item = _pair(tmp_path, "a")
+    nib.save(nib.Nifti1Image(np.zeros((24, 20, 6), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
+    item["image"] = "vol.nii.gz"
+    with pytest.raises(DataValidationError, match=f"image {tmp_path / 'vol.nii.gz'} is a 3D volume of shape"):
+        load_segmentation_datalist(_datalist(tmp_path, [item]))
+
+
 def test_binary_masks_without_a_label_mapping_may_be_0_1_or_0_255(tmp_path):
     mask = np.zeros((20, 24), np.uint8)
     mask[3:9, 3:9] = 255

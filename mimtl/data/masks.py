@@ -82,6 +82,9 @@ def check_mask(
         i = _read_array(image)
     except Exception as e:
         return f"image {image} cannot be read: {e}"
+    for kind, path, arr in (("image", image, i), ("mask", mask, m)):
+        if len(_spatial(arr.shape)) != 2:
+            return f"{kind} {path} is a 3D volume of shape {tuple(arr.shape)}, not a 2D radiograph"
     if _spatial(m.shape) != _spatial(i.shape):
         return f"mask {mask} is {_spatial(m.shape)} pixels but its image {image} is {_spatial(i.shape)}"
     found = np.unique(m)
