@@ -118,6 +118,13 @@ def test_domain_file_round_trips_through_weights_only_load(tmp_path):
         DomainModel.from_state_dict({"format": "other"})
 
 
+def test_same_films_give_the_same_domain_file_bytes(tmp_path):
+    a, _ = _fitted(tmp_path)
+    b, _ = _fitted(tmp_path)
+    assert a.save(tmp_path / "a.pt").read_bytes() == b.save(tmp_path / "b.pt").read_bytes()
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
 # -- DICOM tags --------------------------------------------------------------------------------------
 EXPECTED = {"Modality": ["CR", "DX"], "BodyPartExamined": ["CHEST"], "ViewPosition": ["PA", "AP"]}
 

@@ -29,6 +29,7 @@ and ``domain.json`` (what a person reads). Everything is float64 torch; nothing 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -410,7 +411,11 @@ class DomainModel:
     def save(self, path: str | os.PathLike, json_path: str | os.PathLike | None = None) -> Path:
         """Write ``path`` (``torch.save``) and its JSON summary (``path`` with ``.json``) atomically."""
         path = Path(path)
-        _replace_atomic(path, lambda tmp: torch.save(self.state_dict(), tmp))
+        # saved through a buffer: torch.save names the archive inside after the file, and the temporary
+        # file's name is random, so the same model would not give the same bytes
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        _replace_atomic(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
         json_path = Path(json_path) if json_path is not None else path.with_suffix(".json")
         text = json.dumps(self.summary(), indent=2) + "\n"
         _replace_atomic(json_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
