@@ -258,4 +258,9 @@ def make_bundle(root: Path, name: str = "tiny_cls", n: int = 12, weights: bool =
         net = DenseNet(spatial_dims=2, in_channels=1, out_channels=2, init_features=8, growth_rate=4,
                        block_config=[2, 2], bn_size=2)  # fmt: skip
         torch.save(net.state_dict(), b / "models" / "model.pt")
+    # the generated MONAI loader config, as `mimtl export NAME --format monai-config` writes it
+    from mimtl.bundle import Bundle
+    from mimtl.bundle.monai_config import write_monai_configs
+
+    write_monai_configs(Bundle(b))
     return b
