@@ -81,8 +81,14 @@ def test_measure_throughput_fields_and_modes():
 
     made = []
     r = bm.measure_throughput(
-        fn, make_batch=lambda: made.append(1) or torch.ones(2), batch_size=7, warmup=0, min_iters=3, max_iters=3,
-        min_time=10.0, grad_mode="enabled",
+        fn,
+        make_batch=lambda: made.append(1) or torch.ones(2),
+        batch_size=7,
+        warmup=0,
+        min_iters=3,
+        max_iters=3,
+        min_time=10.0,
+        grad_mode="enabled",
     )
     assert r["iters"] == 3 and r["batch_size"] == 7 and calls[-1] is True and len(made) == 3
     with pytest.raises(ValueError):
@@ -103,11 +109,17 @@ def test_compare_inference_paths_tiny_conv_net(monkeypatch):
     paths = ("channels_last", "bf16_autocast", "channels_last_bf16", "torchscript", "torch_compile", "onnxruntime")
     net = _tiny_conv_net().train()
     r = bm.compare_inference_paths(
-        net, (3, 8, 8), batch_size=2, paths=paths, compile=False, rounds=2,
-        matmul_flops={"float32": 1e9, "bfloat16": 2e9}, **FAST,
+        net,
+        (3, 8, 8),
+        batch_size=2,
+        paths=paths,
+        compile=False,
+        rounds=2,
+        matmul_flops={"float32": 1e9, "bfloat16": 2e9},
+        **FAST,
     )
     assert net.training  # the caller's model is not touched
-    assert list(r["paths"])[0] == bm.BASELINE_PATH  # baseline added and measured first
+    assert next(iter(r["paths"])) == bm.BASELINE_PATH  # baseline added and measured first
     assert r["forward_flop"] == 2 * (2 * 4 * 8 * 8 * 27) + 2 * (2 * 4 * 2)
     base = r["paths"][bm.BASELINE_PATH]
     assert base["status"] == "ok" and base["speedup"] == 1.0 and base["max_abs_diff"] == 0.0
@@ -122,8 +134,11 @@ def test_compare_inference_paths_tiny_conv_net(monkeypatch):
     assert r["paths"]["bf16_autocast"]["matmul_fraction"] == pytest.approx(
         r["paths"]["bf16_autocast"]["flops_per_s"] / 2e9
     )
-    assert r["paths"]["torchscript"] == {"status": "error", "error": "RuntimeError: simulated export failure",
-                                         "speedup": None}
+    assert r["paths"]["torchscript"] == {
+        "status": "error",
+        "error": "RuntimeError: simulated export failure",
+        "speedup": None,
+    }
     assert r["paths"]["torch_compile"]["status"] == "skipped"
     onnx = r["paths"]["onnxruntime"]  # either works or is recorded, never raised
     assert onnx["status"] in ("ok", "error")
@@ -143,8 +158,14 @@ def test_compile_time_limit_records_error(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", slow_compile)
     r = bm.compare_inference_paths(
-        _tiny_conv_net(), (3, 8, 8), batch_size=1, paths=("torch_compile",), compile_timeout_s=0.2, rounds=1,
-        matmul_flops={"float32": 1e9}, **FAST,
+        _tiny_conv_net(),
+        (3, 8, 8),
+        batch_size=1,
+        paths=("torch_compile",),
+        compile_timeout_s=0.2,
+        rounds=1,
+        matmul_flops={"float32": 1e9},
+        **FAST,
     )
     assert r["paths"]["torch_compile"]["status"] == "error"
     assert "TimeoutError" in r["paths"]["torch_compile"]["error"]
@@ -167,7 +188,12 @@ def test_compare_trainer_vs_loop_same_steps():
     # (image, label) pairs work too
     pairs = [(b["image"], b["label"]) for b in batches[:2]]
     r = bm.compare_trainer_vs_loop(
-        model, torch.nn.MSELoss(), lambda p: torch.optim.SGD(p, lr=0.1), pairs, rounds=1, warmup_rounds=0,
+        model,
+        torch.nn.MSELoss(),
+        lambda p: torch.optim.SGD(p, lr=0.1),
+        pairs,
+        rounds=1,
+        warmup_rounds=0,
         trainer_kwargs={"decollate": False},
     )
     assert r["steps"] == {"trainer": 2, "loop": 2}
@@ -186,7 +212,12 @@ def test_trainer_vs_loop_with_dropout_agrees_after_reseeding():
     assert r["max_param_diff"] <= r["param_diff_bound"] == 1e-5
     with pytest.raises(RuntimeError, match="no longer do the same arithmetic"):  # the bound is enforced
         bm.compare_trainer_vs_loop(
-            model, torch.nn.MSELoss(), lambda p: torch.optim.Adam(p, lr=0.01), batches, rounds=1, warmup_rounds=0,
+            model,
+            torch.nn.MSELoss(),
+            lambda p: torch.optim.Adam(p, lr=0.01),
+            batches,
+            rounds=1,
+            warmup_rounds=0,
             param_diff_bound=-1.0,
         )
 
@@ -265,10 +296,28 @@ METADATA = {
     "monai_version": "1.6.1",
     "name": "tiny_seg",
     "network_data_format": {
-        "inputs": {"image": {"type": "image", "format": "magnitude", "num_channels": 1, "spatial_shape": [32, 32],
-                             "dtype": "float32", "value_range": [0, 1], "is_patch_data": False}},
-        "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 2, "spatial_shape": [32, 32],
-                             "dtype": "float32", "value_range": [0, 1], "is_patch_data": False}},
+        "inputs": {
+            "image": {
+                "type": "image",
+                "format": "magnitude",
+                "num_channels": 1,
+                "spatial_shape": [32, 32],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_patch_data": False,
+            }
+        },
+        "outputs": {
+            "pred": {
+                "type": "image",
+                "format": "segmentation",
+                "num_channels": 2,
+                "spatial_shape": [32, 32],
+                "dtype": "float32",
+                "value_range": [0, 1],
+                "is_patch_data": False,
+            }
+        },
     },
 }
 
@@ -301,7 +350,11 @@ def test_compare_bundle_inference_tiny_bundle(tiny_bundle):
     assert len(r["ratios"]) == 2
     # overrides reach the workflow; explicit batch / shape win over the data loader / metadata
     r = bm.compare_bundle_inference(
-        tiny_bundle, overrides={"dataloader#batch_size": 5}, input_shape=[1, 48, 48], rounds=1, warmup_rounds=0,
+        tiny_bundle,
+        overrides={"dataloader#batch_size": 5},
+        input_shape=[1, 48, 48],
+        rounds=1,
+        warmup_rounds=0,
         min_time=0.0,
     )
     assert r["batch_size"] == 5 and r["input_shape"] == [1, 48, 48]
@@ -327,15 +380,33 @@ def test_markdown_report_and_update(tmp_path):
         "machine": bm.machine_info(),
         "matmul": {"float32": {"dtype": "float32", "n": 8, "gflops_per_s": 1.5}},
         "inference": {
-            "model": "Net", "input_shape": [3, 8, 8], "batch_size": 2, "forward_flop": 10**9,
+            "model": "Net",
+            "input_shape": [3, 8, 8],
+            "batch_size": 2,
+            "forward_flop": 10**9,
             "paths": {
-                "eager_fp32_nchw": {"status": "ok", "items_per_s": 2.0, "speedup": 1.0, "max_abs_diff": 0.0,
-                                    "flops_per_s": 1e9, "matmul_fraction": 0.5, "setup_s": 0.1},
+                "eager_fp32_nchw": {
+                    "status": "ok",
+                    "items_per_s": 2.0,
+                    "speedup": 1.0,
+                    "max_abs_diff": 0.0,
+                    "flops_per_s": 1e9,
+                    "matmul_fraction": 0.5,
+                    "setup_s": 0.1,
+                },
                 "torch_compile": {"status": "skipped", "reason": "disabled", "speedup": None},
             },
         },
-        "trainer_vs_loop": {"model": "Net", "steps": {"trainer": 3, "loop": 3}, "rounds": 2, "trainer_steps_per_s": 9.0,
-                            "loop_steps_per_s": 10.0, "ratio": 0.9, "ratios": [0.85, 0.95], "max_param_diff": 0.0},
+        "trainer_vs_loop": {
+            "model": "Net",
+            "steps": {"trainer": 3, "loop": 3},
+            "rounds": 2,
+            "trainer_steps_per_s": 9.0,
+            "loop_steps_per_s": 10.0,
+            "ratio": 0.9,
+            "ratios": [0.85, 0.95],
+            "max_param_diff": 0.0,
+        },
         "bundles": {"status": "none", "note": "no bundle shipped yet", "searched": "bundles", "results": []},
     }
     md = bm.results_to_markdown(results)
@@ -348,3 +419,121 @@ def test_markdown_report_and_update(tmp_path):
     text = doc.read_text()
     assert text.startswith("# Performance\n\nIntro.\n") and "new table" in text and "| eager_fp32_nchw" not in text
     assert text.count(bm.DOC_BEGIN) == 1 and text.count(bm.DOC_END) == 1
+
+
+# ------------------------------------------------- full-size films (benchmarks/full_size_films.py)
+
+import full_size_films as fsf  # noqa: E402 -- beside harness, in benchmarks/
+
+
+def test_full_size_films_keep_labels_geometry_and_bytes(tmp_path):
+    """The simulated real-size films: the demo film at full size, with its spacing and landmarks moved with it."""
+    from PIL import Image
+
+    from mimtl.io import MedicalImageReader
+    from mimtl.sim import demo_datalist
+
+    demo_list = demo_datalist("landmarks")
+    demo = json.loads(Path(demo_list).read_text())["test"][:2]
+    for fmt, (size, suffix, _) in fsf.FORMATS.items():
+        datalist = fsf.make_films("landmarks", fmt, tmp_path / "a", limit=2)
+        again = fsf.make_films("landmarks", fmt, tmp_path / "b", limit=2)
+        items = json.loads(datalist.read_text())["test"]
+        assert len(items) == 2
+        for item, source in zip(items, demo):
+            path = datalist.parent / item["image"]
+            assert path.suffix == suffix
+            assert path.read_bytes() == (again.parent / item["image"]).read_bytes()  # same bytes for the same seed
+            k = size / 256
+            np.testing.assert_allclose(item["spacing"], np.asarray(source["spacing"]) / k)
+            np.testing.assert_allclose(item["landmarks"], (np.asarray(source["landmarks"]) + 0.5) * k - 0.5)
+            reader = MedicalImageReader(target_size=256)
+            pixels, meta = reader.get_data(reader.read(str(path)))
+            np.testing.assert_array_equal(meta["spatial_shape"], [size, size])
+            if suffix == ".dcm":  # the file's own spacing agrees with the datalist's
+                np.testing.assert_allclose(meta["spacing"], item["spacing"], rtol=1e-5)
+            film = np.asarray(Image.open(Path(demo_list).parent / source["image"]).convert("L"), dtype=np.float64).T
+            small = torch.nn.functional.interpolate(
+                torch.as_tensor(pixels)[None, None].double(), size=(256, 256), mode="area"
+            )
+            assert np.corrcoef(small[0, 0].numpy().ravel(), film.ravel())[0, 1] > 0.99
+
+
+def _full_size_results(ratio_bare: float, auto_ratio: float) -> dict:
+    fmt = {
+        "what": "2048 px DICOM",
+        "films": 60,
+        "e2e_images_per_s": 10.0,
+        "bare_images_per_s": 10.0 / ratio_bare,
+        "tutorial_images_per_s": 2.0,
+        "e2e_over_bare": ratio_bare,
+        "e2e_over_tutorial": 5.0,
+        "auc_e2e": 0.65,
+        "auc_tutorial": 0.651,
+        "auc_change": -0.001,
+        "same_predictions": True,
+    }
+    fmt["meets_targets"] = ratio_bare >= fsf.TARGET_BARE
+    auto = {
+        "auto_choice": "fp32 + channels_last (CPU without native bf16 (AVX2))",
+        "ratio_auto_over_fp32_nchw": auto_ratio,
+        "items_per_s": {"auto": 12.0 * auto_ratio, "fp32_nchw": 12.0},
+        "auto_not_slower": auto_ratio >= 1.0,
+    }
+    stages = {
+        "dicom_j2k": {
+            "decode_whole_ms": 700.0,
+            "decode_reduced_ms": 40.0,
+            "resize_antialiased_ms": 150.0,
+            "resize_area_ms": 3.5,
+        }
+    }
+    return {
+        "machine": bm.machine_info(),
+        "films_per_format": 60,
+        "load": {"other_cpu_share": 0.1, "loadavg_end": 1.0},
+        "bundles": {
+            "xray_color_classification": {
+                "formats": {"dicom_j2k": fmt},
+                "auto_vs_fp32": auto,
+                "stage_ms_per_film": stages,
+            }
+        },
+    }
+
+
+def test_full_size_report_says_when_a_target_is_missed(tmp_path):
+    met = fsf.to_markdown(_full_size_results(0.6, 1.3))
+    assert "**0.60**" in met and "**5.0x**" in met and "| met |" in met and "| yes |" in met
+    missed = fsf.to_markdown(_full_size_results(0.4, 0.9))
+    assert "**missed**" in missed and "| **no** |" in missed
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# Performance\n\nIntro.\n\n{fsf.DOC_BEGIN}\nold\n{fsf.DOC_END}\n\n## After\n")
+    fsf.update_docs(doc, met)
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nIntro.\n") and text.rstrip().endswith("## After")
+    assert "old" not in text and met in text
+    readme = tmp_path / "README.md"
+    readme.write_text("# A bundle\n")
+    assert not fsf.update_docs(readme, met, append=False) and readme.read_text() == "# A bundle\n"
+    only = fsf.to_markdown(_full_size_results(0.6, 1.3), only="xray_landmark_detection")
+    assert "xray_color_classification" not in only
+
+
+def test_full_size_figures_in_the_docs_are_the_benchmarks_and_auto_is_never_slower():
+    """The published run: its tables are what the command wrote from its JSON, and in its own
+    measurement amp: auto (with channels_last) was not slower than fp32 NCHW for either bundle."""
+    results = json.loads((BENCHMARKS / "results" / "full_size_films.json").read_text())
+    docs = (BENCHMARKS.parent / "docs" / "performance.md").read_text()
+    assert fsf.to_markdown(results) in docs
+    assert {"cpu_flags", "mkldnn_bf16", "torch_cpu_capability"} <= set(results["machine"])
+    assert set(results["bundles"]) == set(fsf.BUNDLES)
+    for name, r in results["bundles"].items():
+        readme = (BENCHMARKS.parent / "bundles" / name / "docs" / "README.md").read_text()
+        assert fsf.to_markdown(results, only=name) in readme, f"{name}'s README lacks its full-size figures"
+        auto = r["auto_vs_fp32"]
+        assert auto["auto_not_slower"] and auto["ratio_auto_over_fp32_nchw"] >= 1.0, (name, auto)
+        assert set(r["formats"]) == set(fsf.FORMATS)
+        for fmt, entry in r["formats"].items():
+            assert entry["films"] == results["films_per_format"], (name, fmt)
+            assert entry.get("overlay_files_read_again", 0) == 0, (name, fmt)
