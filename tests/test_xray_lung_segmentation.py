@@ -60,12 +60,21 @@ def test_inference_writes_masks_in_each_films_geometry_with_areas_and_ctr(bundle
     Image.fromarray(np.kron(img, np.ones((3, 2), np.uint8))).save(films / "big.png")  # 192 rows x 128 columns
     Image.fromarray(img).save(films / "small.png")
     (films / "broken.png").write_bytes(b"not a png")
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(img.T.astype(np.float32), np.diag([0.3, 0.3, 1.0, 1.0])), films / "film.nii.gz")
     out = tmp_path / "out"
     before = snapshot(BUNDLES / SEG)
     result = monai_bundle_run(SEG, "inference", data.inference_settings(ckpt, out, input=str(films), pixel_spacing=0.2))
     _ok(result)
     got = {Path(r["file"]).name: r for r in rows(out / "segmentation.csv")}
-    assert list(got) == ["big.png", "broken.png", "small.png"]
+    assert list(got) == ["big.png", "broken.png", "film.nii.gz", "small.png"]
+    # a NIfTI film: its masks as NIfTI with its affine, areas in mm2 from its own spacing (0.3 mm)
+    nifti = nib.load(out / "masks" / "film_mask.nii.gz")
+    assert nifti.shape[:2] == (64, 64) and np.allclose(np.diag(nifti.affine)[:2], 0.3)
+    heart = int(np.asarray(nifti.dataobj)[..., -1].sum())
+    assert int(got["film.nii.gz"]["heart_px"]) == heart
+    assert float(got["film.nii.gz"]["heart_mm2"]) == pytest.approx(heart * 0.09, abs=0.06)
     assert got["broken.png"]["status"].startswith("failed: ") and "broken.png" in result.stdout + result.stderr
     for name, shape in (("big", (192, 128)), ("small", (64, 64))):
         row = got[f"{name}.png"]

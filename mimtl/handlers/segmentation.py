@@ -8,7 +8,8 @@ to ``segmentation.csv``:
 * ``ctr``, the cardiothoracic ratio, when a heart and lungs are segmented: the heart's largest
   horizontal extent over the thorax's largest inner width (the widest row across both lungs);
 * ``status`` (``ok`` or ``failed: <reason>`` for a file :class:`~mimtl.data.TolerantDataset` could
-  not use), and the overlay PNG of the film with each structure's outline coloured.
+  not use), and the overlay PNG of the film with each structure's outline coloured;
+* for a NIfTI film, its masks as NIfTI too, with the film's affine.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class SegmentationWriter(OutputWriter):
         heart: the structure measured against it (default: "heart" when among ``structures``).
         pred_key: the output key of the masks (``(K, H, W)`` binary, in the film's geometry).
         overlay: write ``overlays/<film>_overlay.png``.
+        nifti: for a NIfTI input, also write ``masks/<film>_mask.nii.gz`` in its geometry (affine kept).
         image_key: the batch key of the image (its metadata names the file and gives the spacing).
         error_key: :class:`~mimtl.data.TolerantDataset`'s failure key.
         overlay_key: a copy of the film to draw on (default: the file is decoded again).
@@ -73,6 +75,7 @@ class SegmentationWriter(OutputWriter):
         heart: str | None = None,
         pred_key: str = "pred",
         overlay: bool = True,
+        nifti: bool = True,
         image_key: str = "image",
         error_key: str = "error",
     ) -> None:
@@ -82,6 +85,7 @@ class SegmentationWriter(OutputWriter):
         self.heart = heart if heart is not None else ("heart" if "heart" in self.structures else None)
         self.pred_key = pred_key
         self.overlay = overlay
+        self.nifti = nifti
         self.rows: list[dict[str, Any]] = []
 
     def reset(self, engine: Any = None) -> None:
@@ -100,6 +104,8 @@ class SegmentationWriter(OutputWriter):
                 masks = masks[..., 0]
             row.update(self.measure(masks, self._spacing(item, out)))
             row["status"] = "ok"
+            if self.nifti and name.lower().endswith((".nii", ".nii.gz")):
+                self._save_nifti(out[self.pred_key])
             if self.overlay:
                 self._draw(name, masks)
             self.rows.append(row)
@@ -130,6 +136,15 @@ class SegmentationWriter(OutputWriter):
             ctr = cardiothoracic_ratio(masks[self.structures.index(self.heart)], lungs)
             cells["ctr"] = "" if np.isnan(ctr) else f"{ctr:.3f}"
         return cells
+
+    def _save_nifti(self, pred: Any) -> None:
+        """``masks/<film>_mask.nii.gz`` with the film's affine (the masks after ``Invertd`` carry its metadata)."""
+        from monai.transforms import SaveImage
+
+        SaveImage(
+            output_dir=self.output_dir / "masks", output_postfix="mask", output_ext=".nii.gz", output_dtype=np.uint8,
+            separate_folder=False, print_log=False, resample=False,
+        )(pred)  # fmt: skip
 
     def _draw(self, name: str, masks: np.ndarray) -> None:
         from monai.transforms import LoadImage
