@@ -303,7 +303,7 @@ def minority_sweep(
     X, y = np.asarray(X), np.asarray(y)
     ids = list(range(len(y))) if ids is None else list(ids)
     classes, counts = np.unique(y, return_counts=True)
-    minority = classes[int(counts.argmin())] if minority is None else minority
+    minority = classes[int(counts.argmin())].item() if minority is None else minority  # a plain value for messages
     pool = np.flatnonzero(y == minority)
     rows: list[dict] = []
     for size in minority_sizes:
