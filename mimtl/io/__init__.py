@@ -31,15 +31,15 @@ from mimtl.io.readers import FORMAT_READERS, MedicalImageReader, register_reader
 
 __all__ = [
     "DICOM_SUFFIXES",
-    "DicomXrayReader",
     "FORMAT_READERS",
+    "SPACING_UNKNOWN",
+    "STANDARD_META_KEYS",
+    "DicomXrayReader",
     "ImageNotFoundError",
     "ImageReadError",
     "JSRTReader",
     "MedicalImageReader",
     "MissingDecoderError",
-    "SPACING_UNKNOWN",
-    "STANDARD_META_KEYS",
     "SimpleITKReader",
     "decoder_install_hint",
     "load_image",

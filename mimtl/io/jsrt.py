@@ -33,6 +33,7 @@ JSRT_SPACING_MM = 0.175
 #: Bits stored per pixel.
 JSRT_BITS = 12
 
+
 def _raw_side(path: Path) -> int | None:
     """The side of a square 16-bit raw image of this file's size, None when there is none."""
     size = path.stat().st_size

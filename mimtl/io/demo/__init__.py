@@ -5,5 +5,7 @@ import warnings
 
 import mimtl.sim.demo as _moved
 
-warnings.warn("mimtl.io.demo moved to mimtl.sim.demo; the old name goes in the next release.", DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "mimtl.io.demo moved to mimtl.sim.demo; the old name goes in the next release.", DeprecationWarning, stacklevel=2
+)
 sys.modules[__name__] = _moved  # the same module object: names, identity and patches all carry over
