@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["format_table", "read_metrics"]
 
@@ -33,3 +36,22 @@ def read_metrics(folder: Path) -> dict[str, float]:
         return {}
     rows = csv.reader(text.splitlines(), csv.Sniffer().sniff(text, delimiters=",\t"))
     return {r[0]: float(r[1]) for r in rows if len(r) == 2}
+
+
+def replace_atomic(path: Path, save: Callable[[Path], Any]) -> Path:
+    """``save(tmp)`` into a temporary file next to ``path``, then rename it to ``path``; return ``path``.
+
+    A reader never sees half a file, and a failed write (a full disk) leaves the file that was there
+    before unchanged and no temporary file behind; the ``OSError`` propagates.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        save(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

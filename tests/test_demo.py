@@ -27,7 +27,7 @@ def test_demo_datalist_builds_once_then_reuses(tmp_path):
     from mimtl.sim.demo import demo_datalist
 
     first = demo_datalist("brain", n=3, root=tmp_path, progress=False)
-    assert first.parent.name == "brain-seed0-n3" and (first.parent / "contact_sheet.png").is_file()
+    assert first.parent.name == "brain-v2-seed0-n3" and (first.parent / "contact_sheet.png").is_file()
     stamp = first.stat().st_mtime_ns
     time.sleep(0.01)
     assert demo_datalist("brain", n=3, root=tmp_path) == first

@@ -24,11 +24,13 @@ ALLOWED = {
     "io": {"errors"},
     "transforms": {"errors", "io"},
     "data": {"errors", "io", "transforms"},
-    "networks": {"errors"},
+    # a network may build on an array helper (the T-AE's stored permutation set lives with its tiling transform)
+    "networks": {"errors", "transforms"},
     "losses": {"errors", "transforms"},
-    "metrics": {"errors", "transforms"},
+    "metrics": {"errors", "transforms", "utils"},
     "inferers": {"errors"},
-    "engines": {"errors"},
+    # trainers and the feature-augmentation protocols drive networks, losses, metrics and handlers
+    "engines": {"errors", "io", "data", "transforms", "networks", "losses", "metrics", "inferers", "handlers", "utils"},
     "handlers": {"errors", "io", "data", "transforms", "metrics"},
     "sim": {"errors", "io", "data", "transforms", "utils"},
     "bundle": {"errors", "io", "data", "transforms", "networks", "metrics", "engines", "handlers", "utils"},

@@ -174,7 +174,7 @@ def pca_plot(
     import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
-    from mimtl.handlers._common import save_atomic
+    from mimtl.utils import replace_atomic
 
     pca = PCA(n_components=2).fit(real)
     pr, pf = pca.transform(real), pca.transform(fake)
@@ -188,6 +188,6 @@ def pca_plot(
     ax.set_title(title or "real vs generated features (PCA of the real)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = save_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    out = replace_atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return out

@@ -41,14 +41,21 @@ def build_demo(
     return builder(Path(out_dir), **kwargs)
 
 
+#: task -> version of its builder's output; bumped when the same seed gives other bytes, so a cache
+#: built by an older mimtl is not taken for the new data set (version 1 adds nothing to the name)
+DEMO_VERSIONS = {"brain": 2}
+
+
 def _folder(task: str, n: int | None, seed: int, root: str | Path | None) -> Path:
     from mimtl.sim.sources import cache_dir
 
     if task not in DEMO_TASKS:
         raise ValueError(f"Unknown demo task '{task}'; choose one of {', '.join(DEMO_TASKS)}.")
     root = Path(root) if root is not None else cache_dir() / "demo"
-    # the name records seed and size, so a different request never reuses another's data set
-    return root / f"{task}-seed{seed}-n{'default' if n is None else n}"
+    # the name records version, seed and size, so a different request never reuses another's data set
+    version = DEMO_VERSIONS.get(task, 1)
+    tag = task if version == 1 else f"{task}-v{version}"
+    return root / f"{tag}-seed{seed}-n{'default' if n is None else n}"
 
 
 def demo_path(task: str, n: int | None = None, seed: int = 0, root: str | Path | None = None) -> str:
@@ -63,8 +70,11 @@ def demo_path(task: str, n: int | None = None, seed: int = 0, root: str | Path |
 
 def _demo_request(folder: Path) -> tuple[str, int | None, int] | None:
     """``(task, n, seed)`` when ``folder`` is named like a demo data set folder, else None."""
-    task, _, rest = folder.name.partition("-seed")
+    tag, _, rest = folder.name.partition("-seed")
+    task, _, version = tag.partition("-v")
     seed, _, size = rest.partition("-n")
+    if version != ("" if DEMO_VERSIONS.get(task, 1) == 1 else str(DEMO_VERSIONS[task])):
+        return None
     if task not in DEMO_TASKS or not seed.isdigit() or not (size == "default" or size.isdigit()):
         return None
     return task, None if size == "default" else int(size), int(seed)
