@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from harness import machine_info
+
 from mimtl.sim.demo import DEMO_TASKS, build_demo
 
 

@@ -49,26 +49,26 @@ import torch
 
 __all__ = [
     "BASELINE_PATH",
-    "INFERENCE_PATHS",
     "CHANNELS_LAST_PATHS",
+    "CPU_FLAGS",
     "DOC_BEGIN",
     "DOC_END",
-    "CPU_FLAGS",
-    "cpu_capabilities",
-    "machine_info",
-    "time_limit",
-    "error_text",
+    "INFERENCE_PATHS",
     "build_path",
-    "measure_matmul_flops",
-    "count_forward_flops",
-    "measure_throughput",
+    "compare_bundle_inference",
     "compare_inference_paths",
     "compare_trainer_vs_loop",
-    "compare_bundle_inference",
-    "results_to_markdown",
-    "update_markdown",
-    "run_all",
+    "count_forward_flops",
+    "cpu_capabilities",
+    "error_text",
+    "machine_info",
     "main",
+    "measure_matmul_flops",
+    "measure_throughput",
+    "results_to_markdown",
+    "run_all",
+    "time_limit",
+    "update_markdown",
 ]
 
 BASELINE_PATH = "eager_fp32_nchw"
@@ -198,7 +198,7 @@ def cpu_capabilities() -> dict[str, Any]:
     def ask(fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except Exception:  # noqa: BLE001 -- private or missing in this PyTorch build
+        except Exception:  # private or missing in this PyTorch build
             return None
 
     return {
@@ -525,7 +525,7 @@ def _set_up_path(
                     out = _first_tensor(fn(xin)).float().cpu()
             _sync(device)
         setup_s = time.perf_counter() - t0
-    except Exception as exc:  # noqa: BLE001 -- a failing path is a result, not a crash
+    except Exception as exc:  # a failing path is a result, not a crash
         return {"status": "error", "error": error_text(exc)}, None, None
     if name == BASELINE_PATH:
         reference = out
@@ -925,23 +925,29 @@ def _machine_markdown(results: Mapping[str, Any]) -> list[str]:
     rows = [
         ("command", f"`{results.get('command', '')}`"),
         ("date (UTC) / runtime", f"{m.get('date', '?')} / {_f(results.get('runtime_s'), '.0f')} s"),
-        ("CPU", f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} logical CPUs, "
-                f"{' '.join(m.get('cpu_flags', []))}"),
+        (
+            "CPU",
+            f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} logical CPUs, {' '.join(m.get('cpu_flags', []))}",
+        ),
         ("threads", f"torch {m.get('torch_threads', '?')} (inter-op {m.get('torch_interop_threads', '?')})"),
     ]
     if "torch_cpu_capability" in m:  # recorded since the harness moved to benchmarks/
-        rows.append((
-            "PyTorch CPU kernels",
-            f"{m['torch_cpu_capability']}; oneDNN {_yes_no(m.get('mkldnn'))}, bf16 {_yes_no(m.get('mkldnn_bf16'))}, "
-            f"fp16 {_yes_no(m.get('mkldnn_fp16'))}",
-        ))
+        rows.append(
+            (
+                "PyTorch CPU kernels",
+                f"{m['torch_cpu_capability']}; oneDNN {_yes_no(m.get('mkldnn'))}, bf16 {_yes_no(m.get('mkldnn_bf16'))}, "
+                f"fp16 {_yes_no(m.get('mkldnn_fp16'))}",
+            )
+        )
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())))
     if load:
-        rows.append((
-            "other processes during the run",
-            f"{_f(None if share is None else 100 * share, '.0f')} % of all CPU time; 1-min load average "
-            f"{_f(load.get('loadavg_1min_start'), '.2f')} → {_f(load.get('loadavg_1min_end'), '.2f')}",
-        ))
+        rows.append(
+            (
+                "other processes during the run",
+                f"{_f(None if share is None else 100 * share, '.0f')} % of all CPU time; 1-min load average "
+                f"{_f(load.get('loadavg_1min_start'), '.2f')} → {_f(load.get('loadavg_1min_end'), '.2f')}",
+            )
+        )
     return [f"### Run `{results.get('name', '?')}`", "", *_table(("", ""), rows, "ll")]
 
 
@@ -962,13 +968,26 @@ def _inference_markdown(inf: Mapping[str, Any], settings: Mapping[str, Any]) -> 
         if r["status"] != "ok":
             rows.append((name, f"{r['status']}: {(r.get('error') or r.get('reason') or '')[:160]}", *[""] * 5))
             continue
-        rows.append((
-            name, _f(r["items_per_s"], ".2f"), f"**{_f(r['speedup'], '.2f')}×**", _f(r["max_abs_diff"], ".2g"),
-            _f(r["flops_per_s"] / 1e9, ".1f"), f"{_f(100 * r['matmul_fraction'], '.0f')} %",
-            _f(r["setup_s"], ".1f"),
-        ))
-    header = ("path", "items/s", "speedup vs eager fp32 NCHW", "max abs diff", "GFLOP/s",
-              "% of matmul FLOP/s (same precision)", "setup s")
+        rows.append(
+            (
+                name,
+                _f(r["items_per_s"], ".2f"),
+                f"**{_f(r['speedup'], '.2f')}×**",
+                _f(r["max_abs_diff"], ".2g"),
+                _f(r["flops_per_s"] / 1e9, ".1f"),
+                f"{_f(100 * r['matmul_fraction'], '.0f')} %",
+                _f(r["setup_s"], ".1f"),
+            )
+        )
+    header = (
+        "path",
+        "items/s",
+        "speedup vs eager fp32 NCHW",
+        "max abs diff",
+        "GFLOP/s",
+        "% of matmul FLOP/s (same precision)",
+        "setup s",
+    )
     return lines + _table(header, rows, "lrrrrrr")
 
 
@@ -977,12 +996,22 @@ def _trainer_markdown(tr: Mapping[str, Any], settings: Mapping[str, Any]) -> lis
     lines = [f"#### SupervisedTrainer vs minimal PyTorch loop: {model_name}", ""]
     if "error" in tr:
         return lines + [f"Error: `{tr['error']}`", ""]
-    header = ("steps/round", "rounds", "trainer steps/s", "loop steps/s", "ratio trainer/loop (median)",
-              "range over rounds", "max param diff")
+    header = (
+        "steps/round",
+        "rounds",
+        "trainer steps/s",
+        "loop steps/s",
+        "ratio trainer/loop (median)",
+        "range over rounds",
+        "max param diff",
+    )
     row = (
-        tr["steps"]["loop"], tr["rounds"], _f(tr["trainer_steps_per_s"], ".2f"),
+        tr["steps"]["loop"],
+        tr["rounds"],
+        _f(tr["trainer_steps_per_s"], ".2f"),
         _f(tr["loop_steps_per_s"], ".2f"),
-        f"**{_f(tr['ratio'], '.3f')}**", f"{_f(min(tr['ratios']), '.3f')}–{_f(max(tr['ratios']), '.3f')}",
+        f"**{_f(tr['ratio'], '.3f')}**",
+        f"{_f(min(tr['ratios']), '.3f')}–{_f(max(tr['ratios']), '.3f')}",
         _f(tr["max_param_diff"], ".2g"),
     )
     return lines + _table(header, [row], "rrrrrrr")
@@ -997,13 +1026,28 @@ def _bundles_markdown(bundles: Mapping[str, Any]) -> list[str]:
         if "error" in b:
             rows.append((b["bundle"], f"error: {b['error'][:160]}", *[""] * 6))
             continue
-        rows.append((
-            b["bundle"], b["batch_size"], "×".join(map(str, b["input_shape"])), _f(b["e2e_items_per_s"], ".2f"),
-            _f(b["e2e_epoch_items_per_s"], ".2f"), _f(b["bare_items_per_s"], ".2f"), f"**{_f(b['ratio'], '.3f')}**",
-            _f(b["ratio_epoch"], ".3f"),
-        ))
-    header = ("bundle", "batch", "input", "e2e items/s", "e2e, epoch only", "bare forward items/s",
-              "ratio e2e/bare", "ratio, epoch only")
+        rows.append(
+            (
+                b["bundle"],
+                b["batch_size"],
+                "×".join(map(str, b["input_shape"])),
+                _f(b["e2e_items_per_s"], ".2f"),
+                _f(b["e2e_epoch_items_per_s"], ".2f"),
+                _f(b["bare_items_per_s"], ".2f"),
+                f"**{_f(b['ratio'], '.3f')}**",
+                _f(b["ratio_epoch"], ".3f"),
+            )
+        )
+    header = (
+        "bundle",
+        "batch",
+        "input",
+        "e2e items/s",
+        "e2e, epoch only",
+        "bare forward items/s",
+        "ratio e2e/bare",
+        "ratio, epoch only",
+    )
     return lines + _table(header, rows, "lrlrrrrr")
 
 
@@ -1028,15 +1072,29 @@ def update_markdown(path: str | os.PathLike, markdown: str) -> None:
 # Sizes of the full and the --quick suite (see run_all).
 _SUITE_SIZES: dict[str, dict[str, Any]] = {
     "full": {
-        "matmul_n": 2048, "matmul_repeat": 7,
-        "image": 224, "batch": 8, "min_time": 10.0, "inference_rounds": 5,
-        "train_image": 96, "train_batch": 4, "train_steps": 16, "train_rounds": 7,
+        "matmul_n": 2048,
+        "matmul_repeat": 7,
+        "image": 224,
+        "batch": 8,
+        "min_time": 10.0,
+        "inference_rounds": 5,
+        "train_image": 96,
+        "train_batch": 4,
+        "train_steps": 16,
+        "train_rounds": 7,
         "bundle_min_time": 1.0,
     },
     "quick": {
-        "matmul_n": 512, "matmul_repeat": 5,
-        "image": 64, "batch": 2, "min_time": 0.6, "inference_rounds": 3,
-        "train_image": 32, "train_batch": 2, "train_steps": 4, "train_rounds": 3,
+        "matmul_n": 512,
+        "matmul_repeat": 5,
+        "image": 64,
+        "batch": 2,
+        "min_time": 0.6,
+        "inference_rounds": 3,
+        "train_image": 32,
+        "train_batch": 2,
+        "train_steps": 4,
+        "train_rounds": 3,
         "bundle_min_time": 0.2,
     },
 }
@@ -1180,8 +1238,9 @@ def _suite_trainer_vs_loop(s: Mapping[str, Any], progress: bool) -> dict[str, An
     from monai.networks.nets import UNet
 
     torch.manual_seed(0)
-    unet = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2),
-                num_res_units=1)
+    unet = UNet(
+        spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1
+    )
     size, b = s["train_image"], s["train_batch"]
     batches = [
         {"image": torch.randn(b, 1, size, size), "label": torch.randint(0, 2, (b, 1, size, size)).float()}
@@ -1196,7 +1255,7 @@ def _suite_trainer_vs_loop(s: Mapping[str, Any], progress: bool) -> dict[str, An
             rounds=s["train_rounds"],
             progress=progress,
         )
-    except Exception as exc:  # noqa: BLE001 -- recorded, the rest of the suite still runs
+    except Exception as exc:  # recorded, the rest of the suite still runs
         return {"error": error_text(exc)}
 
 
@@ -1219,7 +1278,7 @@ def _suite_bundles(
             r = compare_bundle_inference(
                 bundle_dir, overrides=overrides, min_time=s["bundle_min_time"], progress=progress
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             r = {"bundle": bundle_dir.name, "bundle_dir": str(bundle_dir), "error": error_text(exc)}
         out["results"].append(r)
         bar.update()
@@ -1263,12 +1322,27 @@ def main(
     add("--threads", type=int, help="torch.set_num_threads for the whole run")
     add("--no-compile", action="store_true", help="skip the torch_compile inference path")
     add("--compile-timeout", type=float, default=900.0, help="seconds allowed for torch.compile (default 900)")
-    add("--bundle", action="append", dest="bundles", metavar="DIR",
-        help="bundle to measure (repeatable; default: every bundle under bundles/)")
-    add("--bundle-override", action="append", type=_parse_override, default=[], metavar="ID=VALUE",
-        help="config override for every bundle; VALUE is parsed as JSON when possible")
-    add("--docs", type=Path, help="markdown file whose tables to regenerate "
-        "(default: docs/performance.md for full runs and --render; quick runs leave the docs alone)")
+    add(
+        "--bundle",
+        action="append",
+        dest="bundles",
+        metavar="DIR",
+        help="bundle to measure (repeatable; default: every bundle under bundles/)",
+    )
+    add(
+        "--bundle-override",
+        action="append",
+        type=_parse_override,
+        default=[],
+        metavar="ID=VALUE",
+        help="config override for every bundle; VALUE is parsed as JSON when possible",
+    )
+    add(
+        "--docs",
+        type=Path,
+        help="markdown file whose tables to regenerate "
+        "(default: docs/performance.md for full runs and --render; quick runs leave the docs alone)",
+    )
     add("--no-docs", action="store_true", help="do not touch the docs")
     add("--render", type=Path, metavar="JSON", help="measure nothing: regenerate the docs from a results JSON")
     add("--no-progress", action="store_true", help="no progress bars")

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from harness import (
     BASELINE_PATH,
     CHANNELS_LAST_PATHS,
@@ -63,7 +62,7 @@ def auc_agreement(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
                     probs.append(torch.sigmoid(fn(x).float()))
             auc = float(compute_roc_auc(torch.cat(probs), labels, average="macro"))
             out[name] = {"mean_auc": auc, "precision": precision}
-        except Exception as exc:  # noqa: BLE001 -- a failing path is a result
+        except Exception as exc:  # a failing path is a result
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
     base = out[BASELINE_PATH]["mean_auc"]
     for entry in out.values():

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from harness import (
     BASELINE_PATH,
     CHANNELS_LAST_PATHS,
@@ -162,7 +161,7 @@ def point_agreement(
             with time_limit(COMPILE_TIMEOUT_S if name == "torch_compile" else None):
                 fn, _, precision = build_path(name, model, images[:batch_size])
                 points[name] = decode_points(fn, images, batch_size, name in CHANNELS_LAST_PATHS, decoder)
-        except Exception as exc:  # noqa: BLE001 -- a failing path is a result
+        except Exception as exc:  # a failing path is a result
             out[name] = {"error": error_text(exc)}
             continue
         radial = torch.linalg.vector_norm(points[name] - labels, dim=-1)
@@ -233,7 +232,7 @@ def end_to_end(
                 min_time=min_time, progress=True,
             )  # fmt: skip
             r["overrides"] = {k: v for k, v in overrides.items() if k in extra}
-        except Exception as exc:  # noqa: BLE001 -- recorded, the other variants still run
+        except Exception as exc:  # recorded, the other variants still run
             r = {"error": error_text(exc)}
         results[variant] = r
     return results
@@ -414,7 +413,7 @@ def measure_with_test_split(
     print("test MRE on the original films (evaluate workflow, baseline path) ...", flush=True)
     try:
         results["test_mre"] = landmark_summary(wf, eval_dir)
-    except Exception as exc:  # noqa: BLE001 -- recorded, the rest still runs
+    except Exception as exc:  # recorded, the rest still runs
         results["test_mre"], failed = {"error": error_text(exc)}, True
     finally:
         wf.finalize()
@@ -473,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     print("trainer vs loop ...", flush=True)
     try:  # one round more than the others: this ratio's target (0.95) leaves the least room for noise
         results["trainer_vs_loop"] = trainer_vs_loop(num_landmarks, args.size, args.rounds + 1)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         results["trainer_vs_loop"], failed = {"error": error_text(exc)}, True
     stages.done("trainer_vs_loop", write=False)
 

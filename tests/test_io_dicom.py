@@ -299,8 +299,9 @@ def test_garbage_pixel_spacing_counts_as_absent(tmp_path):
 
 def test_reverse_indexing_false_gives_row_major(tmp_path):
     pixels = gradient(12)
-    raw, meta = read(write(make_ds(pixels, 12, PixelSpacing=[0.2, 0.1]), tmp_path / "x.dcm"),
-                     normalize=False, reverse_indexing=False)
+    raw, meta = read(
+        write(make_ds(pixels, 12, PixelSpacing=[0.2, 0.1]), tmp_path / "x.dcm"), normalize=False, reverse_indexing=False
+    )
     np.testing.assert_array_equal(raw, pixels)
     np.testing.assert_allclose(meta["spacing"], (0.2, 0.1))
 
@@ -558,7 +559,7 @@ def test_auto_selection_prefers_dicom_reader(tmp_path, registered_readers):
 
     path = write(make_ds(gradient(12), 12), tmp_path / "x.dcm")
     loader = LoadImage()
-    chosen = [r for r in loader.readers[::-1] if r.verify_suffix((str(path),))][0]
+    chosen = next(r for r in loader.readers[::-1] if r.verify_suffix((str(path),)))
     assert isinstance(chosen, DicomXrayReader)
     reader = DicomXrayReader()
     Image.fromarray(gradient(8)).save(tmp_path / "x.png")

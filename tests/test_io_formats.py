@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -193,7 +193,6 @@ def test_spacing_follows_resampling(tmp_path):
 def test_pruned_meta_collates_across_formats(tmp_path):
     import nibabel as nib
     from monai.data import list_data_collate
-
     from test_io_dicom import make_ds, write  # the DICOM writer of the sibling test module
 
     pixels = np.arange(9 * 7, dtype=np.uint8).reshape(7, 9)
