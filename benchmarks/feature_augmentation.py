@@ -42,7 +42,7 @@ def _gan_parts(n=100, dim=64, seed=0):
     x = torch.randn(n, dim)
     y = (torch.arange(n) < n // 4).long()
     items = [{"features": x[i], "label": y[i]} for i in range(n)]
-    opt = lambda m: torch.optim.Adam(m.parameters(), 2e-4, betas=(0.5, 0.999))  # noqa: E731 - two one-line uses
+    opt = lambda m: torch.optim.Adam(m.parameters(), 2e-4, betas=(0.5, 0.999))
     return g, d, opt(g), opt(d), ACGANLoss(), items
 
 

@@ -181,9 +181,25 @@ def _median_or_none(values: Sequence[float]) -> float | None:
 #: CPU flags that decide which kernels PyTorch and oneDNN can use (fp32 SIMD width, bf16/fp16/int8
 #: instructions, AMX tiles); x86 names from /proc/cpuinfo "flags", Arm names from "Features".
 CPU_FLAGS: tuple[str, ...] = (
-    "fma", "f16c", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "amx_tile", "amx_bf16", "amx_int8", "amx_fp16", "asimd", "sve", "sve2", "bf16", "i8mm",
-)  # fmt: skip
+    "fma",
+    "f16c",
+    "avx2",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "amx_fp16",
+    "asimd",
+    "sve",
+    "sve2",
+    "bf16",
+    "i8mm",
+)
 
 
 def cpu_capabilities() -> dict[str, Any]:

@@ -93,9 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     model = bundle.network("cpu", config="evaluate")
     print("inference paths ...", flush=True)
     results["inference"] = compare_inference_paths(
-        model, (1, 224, 224), batch_size=16, compile=not args.no_compile, compile_timeout_s=900,
-        matmul_flops=matmul, rounds=3, min_time=6.0, progress=True,
-    )  # fmt: skip
+        model,
+        (1, 224, 224),
+        batch_size=16,
+        compile=not args.no_compile,
+        compile_timeout_s=900,
+        matmul_flops=matmul,
+        rounds=3,
+        min_time=6.0,
+        progress=True,
+    )
     ok_paths = [p for p, r in results["inference"]["paths"].items() if r["status"] == "ok"]
     print("AUC agreement ...", flush=True)
     images, labels = demo_test_batch(bundle, 224)
@@ -125,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in paths.items():
         if r["status"] == "ok":
             agree = results["auc_agreement"].get(name, {})
-            print(f"{name:22s} {r['items_per_s']:7.1f} img/s  x{r['speedup']:.2f}  matmul {r['matmul_fraction']:.1%}  "
-                  f"AUC change {agree.get('auc_change', float('nan')):+.4f}")  # fmt: skip
+            print(
+                f"{name:22s} {r['items_per_s']:7.1f} img/s  x{r['speedup']:.2f}  matmul {r['matmul_fraction']:.1%}  "
+                f"AUC change {agree.get('auc_change', float('nan')):+.4f}"
+            )
         else:
             print(f"{name:22s} {r['status']}: {r.get('error') or r.get('reason')}")
     e2e = results["end_to_end"]

@@ -228,9 +228,13 @@ def end_to_end(
             overrides["conformal_file"] = str(weights.with_name("conformal.json"))
         try:
             r = compare_bundle_inference(
-                bundle_dir, overrides=overrides, input_shape=(1, image_size, image_size), rounds=rounds,
-                min_time=min_time, progress=True,
-            )  # fmt: skip
+                bundle_dir,
+                overrides=overrides,
+                input_shape=(1, image_size, image_size),
+                rounds=rounds,
+                min_time=min_time,
+                progress=True,
+            )
             r["overrides"] = {k: v for k, v in overrides.items() if k in extra}
         except Exception as exc:  # recorded, the other variants still run
             r = {"error": error_text(exc)}
@@ -255,9 +259,13 @@ def trainer_vs_loop(num_landmarks: int, image_size: int, rounds: int, steps: int
         for _ in range(steps)
     ]
     return compare_trainer_vs_loop(
-        net, HeatmapLoss(kind="adaptive_wing", sigma=5.0), lambda p: torch.optim.AdamW(p, lr=1e-3), batches,
-        rounds=rounds, progress=True,
-    )  # fmt: skip
+        net,
+        HeatmapLoss(kind="adaptive_wing", sigma=5.0),
+        lambda p: torch.optim.AdamW(p, lr=1e-3),
+        batches,
+        rounds=rounds,
+        progress=True,
+    )
 
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
@@ -273,21 +281,34 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"path": None, "value": None, "target": TARGETS["inference_speedup"], "met": False}
         if agreeing:
             best = max(agreeing, key=agreeing.get)
-            entry.update(path=best, value=agreeing[best], met=agreeing[best] >= TARGETS["inference_speedup"],
-                         mean_point_change_px=agreement[best]["mean_point_change_px"])  # fmt: skip
-        entry.update(fastest_path=fastest, fastest_speedup=timed[fastest],
-                     fastest_agrees=bool(agreement.get(fastest, {}).get("agrees")))  # fmt: skip
+            entry.update(
+                path=best,
+                value=agreeing[best],
+                met=agreeing[best] >= TARGETS["inference_speedup"],
+                mean_point_change_px=agreement[best]["mean_point_change_px"],
+            )
+        entry.update(
+            fastest_path=fastest,
+            fastest_speedup=timed[fastest],
+            fastest_agrees=bool(agreement.get(fastest, {}).get("agrees")),
+        )
         out["inference_speedup"] = entry
     e2e = results.get("end_to_end", {}).get("as_shipped", {})
     if e2e.get("ratio") is not None:
         value = e2e["ratio"]
-        out["end_to_end_ratio"] = {"value": value, "target": TARGETS["end_to_end_ratio"],
-                                   "met": value >= TARGETS["end_to_end_ratio"]}  # fmt: skip
+        out["end_to_end_ratio"] = {
+            "value": value,
+            "target": TARGETS["end_to_end_ratio"],
+            "met": value >= TARGETS["end_to_end_ratio"],
+        }
     tr = results.get("trainer_vs_loop", {})
     if tr.get("ratio") is not None:
         value = tr["ratio"]
-        out["trainer_vs_loop_ratio"] = {"value": value, "target": TARGETS["trainer_vs_loop_ratio"],
-                                        "met": value >= TARGETS["trainer_vs_loop_ratio"]}  # fmt: skip
+        out["trainer_vs_loop_ratio"] = {
+            "value": value,
+            "target": TARGETS["trainer_vs_loop_ratio"],
+            "met": value >= TARGETS["trainer_vs_loop_ratio"],
+        }
     return out
 
 
@@ -316,12 +337,16 @@ def print_summary(results: dict[str, Any]) -> None:
             if "error" not in a
             else f"points: {a['error'][:80]}"
         )
-        print(f"{name:22s} {r['items_per_s']:7.1f} img/s  x{r['speedup']:.2f}  matmul {r['matmul_fraction']:.1%}  "
-              f"{points}{'' if a.get('agrees', True) else '  DISAGREES'}")  # fmt: skip
+        print(
+            f"{name:22s} {r['items_per_s']:7.1f} img/s  x{r['speedup']:.2f}  matmul {r['matmul_fraction']:.1%}  "
+            f"{points}{'' if a.get('agrees', True) else '  DISAGREES'}"
+        )
     for variant, e2e in results.get("end_to_end", {}).items():
         if "ratio" in e2e:
-            print(f"end-to-end / bare forward ({variant}): {e2e['ratio']:.3f} (epoch only {e2e['ratio_epoch']:.3f}), "
-                  f"{e2e['e2e_items_per_s']:.1f} vs {e2e['bare_items_per_s']:.1f} img/s")  # fmt: skip
+            print(
+                f"end-to-end / bare forward ({variant}): {e2e['ratio']:.3f} (epoch only {e2e['ratio_epoch']:.3f}), "
+                f"{e2e['e2e_items_per_s']:.1f} vs {e2e['bare_items_per_s']:.1f} img/s"
+            )
         else:
             print(f"end-to-end ({variant}): {e2e.get('error')}")
     tr = results.get("trainer_vs_loop", {})
@@ -329,13 +354,17 @@ def print_summary(results: dict[str, Any]) -> None:
     mre = results.get("test_mre", {})
     if "mre" in mre:
         sdr = ", ".join(f"{k} {v:.1%}" for k, v in mre["sdr"].items())
-        print(f"test MRE ({mre['path']}): {mre['mre']:.2f} +- {mre['mre_sd']:.2f} {mre['unit']} "
-              f"(median {mre['mre_median']:.2f}); SDR {sdr}")  # fmt: skip
+        print(
+            f"test MRE ({mre['path']}): {mre['mre']:.2f} +- {mre['mre_sd']:.2f} {mre['unit']} "
+            f"(median {mre['mre_median']:.2f}); SDR {sdr}"
+        )
     else:
         print(f"test MRE: {mre.get('error')}")
     for key, t in results.get("targets", {}).items():
-        print(f"target {key}: {_fmt(t['value'], '.3f')} vs {t['target']} -> {'met' if t['met'] else 'NOT met'}"
-              + (f" ({t['path']}; fastest {t['fastest_path']} x{t['fastest_speedup']:.2f})" if "path" in t else ""))  # fmt: skip
+        print(
+            f"target {key}: {_fmt(t['value'], '.3f')} vs {t['target']} -> {'met' if t['met'] else 'NOT met'}"
+            + (f" ({t['path']}; fastest {t['fastest_path']} x{t['fastest_speedup']:.2f})" if "path" in t else "")
+        )
 
 
 class _Stages:
@@ -385,10 +414,16 @@ def measure_with_test_split(
     failed = False
     print("inference paths ...", flush=True)
     results["inference"] = compare_inference_paths(
-        model, (1, args.size, args.size), batch_size=BATCH_SIZE, compile=not args.no_compile,
-        compile_timeout_s=COMPILE_TIMEOUT_S, matmul_flops=matmul, rounds=args.rounds, min_time=args.min_time,
+        model,
+        (1, args.size, args.size),
+        batch_size=BATCH_SIZE,
+        compile=not args.no_compile,
+        compile_timeout_s=COMPILE_TIMEOUT_S,
+        matmul_flops=matmul,
+        rounds=args.rounds,
+        min_time=args.min_time,
         progress=True,
-    )  # fmt: skip
+    )
     stages.done("inference")
 
     print("points of every path on the demo test split ...", flush=True)
@@ -449,15 +484,23 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "bundle": bundle.name,
         "version": bundle.metadata["version"],
-        "command": " ".join(["python benchmarks/xray_landmark_detection.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(
+            ["python benchmarks/xray_landmark_detection.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "complete": False,
         "machine": machine_info(),
         "settings": {
-            "image_size": args.size, "batch_size": BATCH_SIZE, "rounds": args.rounds, "min_time": args.min_time,
-            "compile": not args.no_compile, "bundle_dir": str(bundle.path), "weights": str(checkpoint),
-            "point_tolerance_px": POINT_TOLERANCE_PX, "targets": TARGETS,
+            "image_size": args.size,
+            "batch_size": BATCH_SIZE,
+            "rounds": args.rounds,
+            "min_time": args.min_time,
+            "compile": not args.no_compile,
+            "bundle_dir": str(bundle.path),
+            "weights": str(checkpoint),
+            "point_tolerance_px": POINT_TOLERANCE_PX,
+            "targets": TARGETS,
         },
-    }  # fmt: skip
+    }
     results["matmul"] = {
         "float32": measure_matmul_flops(torch.float32),
         "bfloat16": measure_matmul_flops(torch.bfloat16),

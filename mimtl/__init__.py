@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_bundle", "list_bundles", "find_bundle"]
+__all__ = ["__version__", "find_bundle", "list_bundles", "load_bundle"]
 
 
 def __getattr__(name: str):

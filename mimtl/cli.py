@@ -77,8 +77,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _summary(b) -> dict:
-    return {"name": b.name, "display_name": b.display_name, "version": b.version, "path": str(b.path),
-            "weights": b.has_weights, "task": b.metadata.get("task", ""), "configs": b.config_names()}  # fmt: skip
+    return {
+        "name": b.name,
+        "display_name": b.display_name,
+        "version": b.version,
+        "path": str(b.path),
+        "weights": b.has_weights,
+        "task": b.metadata.get("task", ""),
+        "configs": b.config_names(),
+    }
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -196,8 +203,17 @@ def _launch_distributed(args: argparse.Namespace) -> int:
     argv = [args.bundle, args.config]
     argv += [f"--set={s}" for s in args.set or []] + [f"--override={f}" for f in args.override or []]
     argv += ["--trust"] * args.trust + ["--allow-new-keys"] * args.allow_new_keys + ["--resume"] * args.resume
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-           "-m", "mimtl", "run", *argv]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={args.nproc}",
+        "-m",
+        "mimtl",
+        "run",
+        *argv,
+    ]
     print("launching: " + " ".join(cmd), flush=True)
     return EXIT_OK if subprocess.call(cmd) == 0 else EXIT_FAILED
 
@@ -443,8 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export a bundle's network with its weights")
     s.add_argument("bundle")
-    s.add_argument("--format", choices=("torchscript", "onnx", "monai-config"), default="torchscript",
-                   help="monai-config: regenerate configs/inference.json (for monai.bundle.load) from the YAML")  # fmt: skip
+    s.add_argument(
+        "--format",
+        choices=("torchscript", "onnx", "monai-config"),
+        default="torchscript",
+        help="monai-config: regenerate configs/inference.json (for monai.bundle.load) from the YAML",
+    )
     s.add_argument("--out", help="output file (default: models/model.ts or models/model.onnx in the bundle)")
     s.add_argument("--trace", action="store_true", help="trace instead of trying to script first")
     s.set_defaults(func=cmd_export)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mimtl.utils import read_metrics  # noqa: F401  (was defined here; experiments import it from utils)
+from mimtl.utils import read_metrics
 
-__all__ = ["DemoRow", "run_demo", "imagenet_photo_check", "read_metrics", "PHOTO_CLASSES"]
+__all__ = ["PHOTO_CLASSES", "DemoRow", "imagenet_photo_check", "read_metrics", "run_demo"]
 
 #: scikit-image photos and the ImageNet-1k classes they belong to (index: name).
 PHOTO_CLASSES = {
@@ -46,8 +46,11 @@ def imagenet_photo_check(out_dir: Path) -> DemoRow:
     try:
         import skimage.data
     except ImportError:  # the photos ship with scikit-image (the `demo` extra, in `all`)
-        return DemoRow("EfficientNet-Lite0 ImageNet weights", "not checked: scikit-image is not installed "
-                       "(pip install 'mimtl[demo]' or scikit-image)", False)  # fmt: skip
+        return DemoRow(
+            "EfficientNet-Lite0 ImageNet weights",
+            "not checked: scikit-image is not installed (pip install 'mimtl[demo]' or scikit-image)",
+            False,
+        )
     net = efficientnet_lite0(pretrained=True).eval()
     mean = torch.tensor(IMAGENET_LITE_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_LITE_STD).view(3, 1, 1)
@@ -73,8 +76,12 @@ def imagenet_photo_check(out_dir: Path) -> DemoRow:
     out_dir.mkdir(parents=True, exist_ok=True)
     sheet.save(out_dir / "imagenet_check.png")
     n = len(PHOTO_CLASSES)
-    return DemoRow("EfficientNet-Lite0 ImageNet weights", f"{correct}/{n} photos in their class (top-5)",
-                   correct == n, str(out_dir / "imagenet_check.png"))  # fmt: skip
+    return DemoRow(
+        "EfficientNet-Lite0 ImageNet weights",
+        f"{correct}/{n} photos in their class (top-5)",
+        correct == n,
+        str(out_dir / "imagenet_check.png"),
+    )
 
 
 def _metrics_summary(folder: Path) -> str:
@@ -130,8 +137,11 @@ def demo_data_rows(tasks: list[str] | None = None) -> list[DemoRow]:
         content = json.loads(datalist.read_text())
         sizes = "/".join(str(len(content.get(k, []))) for k in ("training", "validation", "test"))
         how = f"built in {seconds:.0f} s" if seconds > 1 else "cached"
-        rows.append(DemoRow(f"demo data {task}", f"train/val/test {sizes} ({how})", True,
-                            str(datalist.parent / "contact_sheet.png")))  # fmt: skip
+        rows.append(
+            DemoRow(
+                f"demo data {task}", f"train/val/test {sizes} ({how})", True, str(datalist.parent / "contact_sheet.png")
+            )
+        )
     return rows
 
 

@@ -19,11 +19,12 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -67,7 +68,9 @@ def mimtl_run_process(name: str, config: str, overrides: dict, *extra: str) -> s
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def monai_bundle_run(name: str, workflow: str, overrides: dict, *, configs: list[str] | None = None) -> subprocess.CompletedProcess:
+def monai_bundle_run(
+    name: str, workflow: str, overrides: dict, *, configs: list[str] | None = None
+) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run`` on the bundle's configs, as its README tells users to.
 
     The files are the workflow's merge order (``configs/common.yaml`` first, then e.g. train.yaml
@@ -77,10 +80,20 @@ def monai_bundle_run(name: str, workflow: str, overrides: dict, *, configs: list
 
     bundle = load_bundle(name)
     files = bundle.config_files(workflow) if configs is None else [bundle.path / "configs" / c for c in configs]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]",
-           "--meta_file", str(bundle.meta_file),
-           "--logging_file", str(bundle.path / "configs" / "logging.conf"),
-           "--bundle_root", str(bundle.path)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "[" + ",".join(f"'{f}'" for f in files) + "]",
+        "--meta_file",
+        str(bundle.meta_file),
+        "--logging_file",
+        str(bundle.path / "configs" / "logging.conf"),
+        "--bundle_root",
+        str(bundle.path),
+    ]
     for k, v in overrides.items():
         # python-fire parses 32 as int and True as bool; MONAI's run drops an override whose value
         # is None (the config's default stays), so null is given as the expression "$None"
@@ -113,8 +126,11 @@ def metrics_csv(folder: Path) -> dict[str, float]:
 def hashes(folder: Path) -> dict[str, str]:
     if not folder.is_dir():
         return {}
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def snapshot(bundle: Path) -> dict:
@@ -133,7 +149,9 @@ def assert_bundle_untouched(bundle: Path, before: dict, written_under: Path) -> 
     after = snapshot(bundle)
     for name, digest in after["models"].items():
         if before["models"].get(name) != digest:
-            assert name in ("model.pt", "conformal.json"), f"{bundle / 'models' / name} appeared or changed during the tests"
+            assert name in ("model.pt", "conformal.json"), (
+                f"{bundle / 'models' / name} appeared or changed during the tests"
+            )
             assert digest not in ours, f"a test wrote its output into {bundle / 'models' / name}"
     assert after["dirs"] <= before["dirs"], f"a test wrote default outputs into {bundle}: {after['dirs']}"
 
@@ -146,10 +164,10 @@ def isolated_environment(cache: Path, names: list[str]) -> Iterator[None]:
     slower than 1. ``build_demo`` makes a bundle's default data; calling it in this process fails
     the test, and subprocesses get an empty cache (``cache``) that must stay empty.
     """
+    import pytest
     import torch
 
     import mimtl.sim.demo
-    import pytest
     from mimtl.bundle import load_bundle
 
     threads = torch.get_num_threads()
@@ -265,8 +283,13 @@ def write_datalist(path: Path, header: dict, **splits) -> Path:
 @tiny_data("xray_color_classification")
 def color_classification_data(root: Path) -> TinyData:
     """16 grayscale 40x40 PNGs (8 train, 4 val, 4 test), a multi-label and a one-hot datalist."""
-    splits = _write_splits(root, lambda seed, i, _: (color_film(COLOR_VECTORS[i % 4], seed), {"label": COLOR_VECTORS[i % 4]}))
-    onehot = {k: [dict(item, label=[int(j == i % 4) for j in range(4)]) for i, item in enumerate(v)] for k, v in splits.items()}
+    splits = _write_splits(
+        root, lambda seed, i, _: (color_film(COLOR_VECTORS[i % 4], seed), {"label": COLOR_VECTORS[i % 4]})
+    )
+    onehot = {
+        k: [dict(item, label=[int(j == i % 4) for j in range(4)]) for i, item in enumerate(v)]
+        for k, v in splits.items()
+    }
     header = {"labels": COLOR_LABELS}
     return TinyData(
         root=root,
@@ -274,10 +297,21 @@ def color_classification_data(root: Path) -> TinyData:
         splits=splits,
         tests=sorted((root / "test").iterdir()),
         # 2 epochs at 32 px: stage 1 (backbone frozen) for epoch 1, stage 2 from epoch 2
-        train={"dataset_dir": str(root), "image_size": 32, "batch_size": 4, "num_workers": 0,
-               "max_epochs": 2, "frozen_epochs": 1},  # fmt: skip
-        inference={"dataset_dir": str(root), "input": str(root / "test"), "image_size": 32, "num_workers": 0,
-                   "gradcam": True},  # fmt: skip
+        train={
+            "dataset_dir": str(root),
+            "image_size": 32,
+            "batch_size": 4,
+            "num_workers": 0,
+            "max_epochs": 2,
+            "frozen_epochs": 1,
+        },
+        inference={
+            "dataset_dir": str(root),
+            "input": str(root / "test"),
+            "image_size": 32,
+            "num_workers": 0,
+            "gradcam": True,
+        },
         key_metric="mean_auc",
         chance=0.5,
         higher_is_better=True,
@@ -339,11 +373,25 @@ def landmark_detection_data(root: Path) -> TinyData:
         datalist=write_datalist(root / "datalist.json", {"landmark_names": LANDMARK_NAMES}, **splits),
         splits=splits,
         tests=sorted((root / "test").iterdir()),
-        train={"dataset_dir": str(root), "image_size": 64, "batch_size": 4, "num_workers": 0, "max_epochs": 2,
-               "sigma": 2.0, "encoder_weights": None},  # fmt: skip
+        train={
+            "dataset_dir": str(root),
+            "image_size": 64,
+            "batch_size": 4,
+            "num_workers": 0,
+            "max_epochs": 2,
+            "sigma": 2.0,
+            "encoder_weights": None,
+        },
         evaluate={"conformal_file": str(conformal)},
-        inference={"dataset_dir": str(root), "input": str(root / "test"), "conformal_file": str(conformal),
-                   "image_size": 64, "num_workers": 0, "sigma": 2.0, "landmark_names": LANDMARK_NAMES},  # fmt: skip
+        inference={
+            "dataset_dir": str(root),
+            "input": str(root / "test"),
+            "conformal_file": str(conformal),
+            "image_size": 64,
+            "num_workers": 0,
+            "sigma": 2.0,
+            "landmark_names": LANDMARK_NAMES,
+        },
         key_metric="mre",
         chance=chance,
         higher_is_better=False,
@@ -355,8 +403,14 @@ def landmark_detection_data(root: Path) -> TinyData:
         # EfficientNet-Lite's batch norm (momentum 0.01) keeps its running statistics near their
         # start for the ~100 steps a tiny run has, so its eval-mode output stays uninformative;
         # the contract's learning run uses the ResNet-18 encoder (test MRE 2.0 mm, chance 9.2 mm)
-        learn={"encoder": "resnet18", "max_epochs": 30, "batch_size": 2, "learning_rate": 0.003, "sigma": 3.0,
-               "val_interval": 10},  # fmt: skip
+        learn={
+            "encoder": "resnet18",
+            "max_epochs": 30,
+            "batch_size": 2,
+            "learning_rate": 0.003,
+            "sigma": 3.0,
+            "val_interval": 10,
+        },
         extras={"conformal": conformal},
     )
 
@@ -377,7 +431,7 @@ class BundleRuns:
         if key not in self._done:
             try:
                 self._done[key] = make()
-            except BaseException as e:  # noqa: BLE001 - kept and raised again for every dependent test
+            except BaseException as e:
                 self._done[key] = e
         if isinstance(self._done[key], BaseException):
             raise self._done[key]
@@ -393,7 +447,9 @@ class BundleRuns:
 
         return self._once(name, "data", make)
 
-    def _run(self, name: str, what: str, run: Callable[[TinyData, Path], subprocess.CompletedProcess]) -> SimpleNamespace:
+    def _run(
+        self, name: str, what: str, run: Callable[[TinyData, Path], subprocess.CompletedProcess]
+    ) -> SimpleNamespace:
         def make():
             data = self.data(name)
             out = self._tmp.mktemp(f"{name}_{what}")
@@ -413,8 +469,13 @@ class BundleRuns:
     def evaluated(self, name: str) -> SimpleNamespace:
         """evaluate (common + train + evaluate) of the trained model on the test split, into out/eval."""
         ckpt_dir = self.trained(name).ckpt.parent
-        return self._run(name, "evaluated", lambda data, out: monai_bundle_run(
-            name, "evaluate", {**data.settings(out), "ckpt_dir": str(ckpt_dir), **data.evaluate}))  # fmt: skip
+        return self._run(
+            name,
+            "evaluated",
+            lambda data, out: monai_bundle_run(
+                name, "evaluate", {**data.settings(out), "ckpt_dir": str(ckpt_dir), **data.evaluate}
+            ),
+        )
 
     def learned(self, name: str) -> SimpleNamespace:
         """A train + evaluate run that must learn: the shared one, or one with the ``learn`` overrides."""
@@ -434,13 +495,17 @@ class BundleRuns:
     def inferred(self, name: str) -> SimpleNamespace:
         """inference (common + inference) of the trained model on the test films, into out."""
         ckpt = self.trained(name).ckpt
-        return self._run(name, "inferred", lambda data, out: monai_bundle_run(
-            name, "inference", data.inference_settings(ckpt, out)))  # fmt: skip
+        return self._run(
+            name, "inferred", lambda data, out: monai_bundle_run(name, "inference", data.inference_settings(ckpt, out))
+        )
 
     def multi_gpu(self, name: str) -> SimpleNamespace:
         """``mimtl run NAME multi_gpu_train --nproc 2``: torchrun, 2 gloo CPU processes."""
-        return self._run(name, "multi_gpu", lambda data, out: mimtl_run_process(
-            name, "multi_gpu_train", data.settings(out), "--nproc", "2"))  # fmt: skip
+        return self._run(
+            name,
+            "multi_gpu",
+            lambda data, out: mimtl_run_process(name, "multi_gpu_train", data.settings(out), "--nproc", "2"),
+        )
 
 
 # -- xray_lung_segmentation: two dark lungs and a bright heart, as label maps 1 / 2 / 3
@@ -480,8 +545,14 @@ def lung_segmentation_data(root: Path) -> TinyData:
         datalist=write_datalist(root / "datalist.json", {"labels": LUNG_LABELS}, **splits),
         splits=splits,
         tests=sorted((root / "test").iterdir()),
-        train={"dataset_dir": str(root), "image_size": LUNG_SIZE, "batch_size": 4, "num_workers": 0, "max_epochs": 2,
-               "encoder_weights": None},  # fmt: skip
+        train={
+            "dataset_dir": str(root),
+            "image_size": LUNG_SIZE,
+            "batch_size": 4,
+            "num_workers": 0,
+            "max_epochs": 2,
+            "encoder_weights": None,
+        },
         inference={"dataset_dir": str(root), "input": str(root / "test"), "image_size": LUNG_SIZE, "num_workers": 0},
         key_metric="dice",
         # an all-foreground prediction scores 2a / (1 + a) for a structure of area share a (< 0.2 here)
@@ -525,8 +596,14 @@ def tile_ae_pretraining_data(root: Path) -> TinyData:
         datalist=write_datalist(root / "datalist.json", {}, **splits),
         splits=splits,
         tests=sorted((root / "test").iterdir()),
-        train={"dataset_dir": str(root), "image_size": TAE_SIZE, "batch_size": 4, "num_workers": 0, "max_epochs": 2,
-               "encoder_weights": None},  # fmt: skip
+        train={
+            "dataset_dir": str(root),
+            "image_size": TAE_SIZE,
+            "batch_size": 4,
+            "num_workers": 0,
+            "max_epochs": 2,
+            "encoder_weights": None,
+        },
         inference={"dataset_dir": str(root), "input": str(root / "test"), "image_size": TAE_SIZE, "num_workers": 0},
         key_metric="recon_mae",
         chance=chance,

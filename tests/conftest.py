@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bundle_factory import make_bundle  # noqa: E402
+from bundle_factory import make_bundle
 
 
 @pytest.fixture

@@ -54,7 +54,9 @@ def test_landmark_validation_reports_sdr_at_the_configured_thresholds():
 
 def test_sdr_handlers_names_and_errors():
     handlers = sdr_handlers([2, 2.5])
-    assert list(handlers) == ["sdr_2", "sdr_2.5"] and all(isinstance(h, SuccessDetectionRateHandler) for h in handlers.values())
+    assert list(handlers) == ["sdr_2", "sdr_2.5"] and all(
+        isinstance(h, SuccessDetectionRateHandler) for h in handlers.values()
+    )
     for bad in ([], [0.0], [-1.0], [float("nan")], [2.0, 2.0]):
         with pytest.raises(ValueError, match="sdr_thresholds"):
             sdr_handlers(bad)

@@ -26,8 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from bundle_checks import (
     BUNDLES_DIR,
     CKPT_FILES,
@@ -41,6 +39,8 @@ from bundle_checks import (
     snapshot,
     write_datalist,
 )
+from PIL import Image
+
 from mimtl.bundle import export_bundle, load_bundle, load_checkpoint, verify_bundle
 from mimtl.bundle.verify import VERIFY_CHECKS
 
@@ -79,7 +79,9 @@ def _assert_predictions(data, csv_file: Path) -> None:
 # ---------------------------------------------------------------------------------------- 0. registration
 def test_bundles_are_found():
     assert BUNDLES, f"no bundle in {BUNDLES_DIR}"
-    assert set(TINY_DATA) <= set(BUNDLES), f"tiny data registered for bundles that do not exist: {set(TINY_DATA) - set(BUNDLES)}"
+    assert set(TINY_DATA) <= set(BUNDLES), (
+        f"tiny data registered for bundles that do not exist: {set(TINY_DATA) - set(BUNDLES)}"
+    )
 
 
 def test_bundle_has_tiny_data(name):
@@ -109,7 +111,9 @@ def test_monai_bundle_run_train_learns(bundle_runs, name, data):
     """On separable tiny data the trained model beats one that learned nothing (held-out key metric)."""
     run = bundle_runs.learned(name)
     value = metrics_csv(run.out / "eval")[data.key_metric]
-    assert data.learned(value), f"{name} did not learn the tiny data: test {data.key_metric} {value}, chance {data.chance}"
+    assert data.learned(value), (
+        f"{name} did not learn the tiny data: test {data.key_metric} {value}, chance {data.chance}"
+    )
     if data.learn:
         assert_bundle_untouched(BUNDLES_DIR / name, run.before, run.out)
 
@@ -151,7 +155,9 @@ def test_multi_gpu_train_on_two_gloo_processes(bundle_runs, name, data):
 def bundle_copy(bundle_runs, name, data, tmp_path):
     """The bundle copied to tmp with the tiny model as its weights (its metadata fitted to it)."""
     copy = tmp_path / name
-    shutil.copytree(BUNDLES_DIR / name, copy, ignore=shutil.ignore_patterns("models", "eval", "experiment", "__pycache__"))
+    shutil.copytree(
+        BUNDLES_DIR / name, copy, ignore=shutil.ignore_patterns("models", "eval", "experiment", "__pycache__")
+    )
     (copy / "models").mkdir()
     shutil.copy(bundle_runs.trained(name).ckpt, copy / "models" / "model.pt")
     data.adapt_copy(copy)

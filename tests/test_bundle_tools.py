@@ -40,7 +40,11 @@ def test_verify_passes_on_a_complete_bundle(tiny_bundle):
         (lambda b: _drop_id(b, "inference", "evaluator"), "inference properties", "evaluator"),
         (lambda b: _append(b, "train", "extra: $__import__('os').getcwd()\n"), "config safety audit", "__import__"),
         (lambda b: _wrong_weights(b), "TorchScript export + reload", "size mismatch"),
-        (lambda b: (b / "models" / "model.pt").write_bytes(b"not a checkpoint"), "TorchScript export + reload", "model.pt"),
+        (
+            lambda b: (b / "models" / "model.pt").write_bytes(b"not a checkpoint"),
+            "TorchScript export + reload",
+            "model.pt",
+        ),
     ],
 )
 def test_verify_reports_each_breakage(tiny_bundle, breakage, check, detail):
@@ -102,7 +106,9 @@ def test_monai_bundle_load_works_offline(tiny_bundle):
     b = load_bundle("tiny_cls")
     net = b.parser("inference").get_parsed_content("network_def")
     loaded = load("tiny_cls", model=net, bundle_dir=str(tiny_bundle.parent), source="github")
-    assert torch.equal(loaded.state_dict()["features.conv0.weight"], load_checkpoint(b.weights_path)["features.conv0.weight"])
+    assert torch.equal(
+        loaded.state_dict()["features.conv0.weight"], load_checkpoint(b.weights_path)["features.conv0.weight"]
+    )
 
 
 def test_checkpoint_with_several_entries(tiny_bundle, tmp_path):
@@ -151,8 +157,16 @@ def test_monai_verify_metadata_cli_offline(tiny_bundle):
 
     from mimtl.bundle import METADATA_SCHEMA
 
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file",
-           str(tiny_bundle / "configs" / "metadata.json"), "--filepath", str(METADATA_SCHEMA)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "verify_metadata",
+        "--meta_file",
+        str(tiny_bundle / "configs" / "metadata.json"),
+        "--filepath",
+        str(METADATA_SCHEMA),
+    ]
     ok = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "metadata is verified with no error" in ok.stdout + ok.stderr

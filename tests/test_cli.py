@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from mimtl.cli import main
@@ -14,8 +13,13 @@ from mimtl.cli import main
 
 def run_cli(*args, env=None):
     """Run ``python -m mimtl`` in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "mimtl", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "mimtl", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
 
 
 def test_help_and_version():
@@ -81,7 +85,9 @@ def test_shared_override_file_is_audited(tiny_bundle, tmp_path, capsys):
 
 
 def test_verify_and_export(tiny_bundle, tmp_path):
-    out = run_cli("verify", "--all", "--json", str(tmp_path / "v.json"), env={"MIMTL_BUNDLE_PATH": str(tiny_bundle.parent)})
+    out = run_cli(
+        "verify", "--all", "--json", str(tmp_path / "v.json"), env={"MIMTL_BUNDLE_PATH": str(tiny_bundle.parent)}
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(r"(\d+)/\1 bundle\(s\) passed\.", out.stdout), out.stdout[-2000:]
     assert all(r["ok"] for r in json.loads((tmp_path / "v.json").read_text())["tiny_cls"])
@@ -102,7 +108,9 @@ def test_check_data(tiny_bundle, capsys):
 def test_multi_gpu_train_on_two_cpu_processes(tiny_bundle):
     """The multi-GPU config runs under torchrun with gloo; only rank 0 writes the checkpoint."""
     (tiny_bundle / "models" / "model.pt").unlink()
-    out = run_cli("run", "tiny_cls", "multi_gpu_train", "--nproc", "2", env={"MIMTL_BUNDLE_PATH": str(tiny_bundle.parent)})
+    out = run_cli(
+        "run", "tiny_cls", "multi_gpu_train", "--nproc", "2", env={"MIMTL_BUNDLE_PATH": str(tiny_bundle.parent)}
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (tiny_bundle / "models" / "model.pt").is_file()
     sd = torch.load(tiny_bundle / "models" / "model.pt", weights_only=True)
@@ -146,6 +154,8 @@ def test_monai_bundle_run_works_on_the_same_configs(tiny_bundle):
     """The mimtl conventions stay plain MONAI: `python -m monai.bundle run` trains and evaluates."""
     base = [sys.executable, "-m", "monai.bundle", "run", "--meta_file", "configs/metadata.json", "--bundle_root", "."]
     for configs in ("configs/train.yaml", "['configs/train.yaml','configs/evaluate.yaml']"):
-        out = subprocess.run(base + ["--config_file", configs], cwd=tiny_bundle, capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            base + ["--config_file", configs], cwd=tiny_bundle, capture_output=True, text=True, timeout=600
+        )
         assert out.returncode == 0, out.stderr[-3000:]
     assert "val_accuracy" in (tiny_bundle / "eval" / "metrics.csv").read_text()

@@ -314,7 +314,9 @@ def test_densenet121_torchvision_file(tmp_path, old_style):
     # a wrong shape names the file and the key
     tv["features.norm5.weight"] = torch.ones(1000)
     torch.save(tv, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match=r"bad\.pth.*shape mismatches.*features\.norm5\.weight \(1000,\) vs .*\(1024,\)"):
+    with pytest.raises(
+        ValueError, match=r"bad\.pth.*shape mismatches.*features\.norm5\.weight \(1000,\) vs .*\(1024,\)"
+    ):
         load_backbone_weights(dst5, tmp_path / "bad.pth")
 
 
@@ -533,8 +535,9 @@ def test_color_transfer_to_another_backbone(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"model": src.state_dict()}, path)  # what MONAI's CheckpointSaver writes
 
-    dst = ColorizedClassifier("deconv", "resnet18", num_classes=2, weights=None, color_weights=str(path),
-                              freeze_color=True)
+    dst = ColorizedClassifier(
+        "deconv", "resnet18", num_classes=2, weights=None, color_weights=str(path), freeze_color=True
+    )
     src.eval(), dst.eval()
     x = _xray()
     with torch.no_grad():

@@ -57,8 +57,12 @@ def test_class_index_labels(tmp_path, png):
     assert "2 label problem(s)" in msg and "item 0" in msg and "class index 3 is not in [0, 3)" in msg
     assert "item 1" in msg and "1.5" in msg
     # one output: a binary target, any finite number
-    binary = write(tmp_path, [{"image": png.name, "label": 1}, {"image": png.name, "label": 0.0}], ["neg", "pos"],
-                   name="binary.json")  # fmt: skip
+    binary = write(
+        tmp_path,
+        [{"image": png.name, "label": 1}, {"image": png.name, "label": 0.0}],
+        ["neg", "pos"],
+        name="binary.json",
+    )
     assert len(load_datalist(binary, num_labels=1)) == 2
 
 
@@ -197,8 +201,10 @@ def test_list_images_sources(folder, tmp_path):
     with pytest.raises(DataValidationError, match="missing.png"):
         list_images(listing)
     assert list_images(listing, on_error="keep", key="img") == [
-        {"img": str(c)}, {"img": str(a)}, {"img": str(folder / "missing.png")}
-    ]  # fmt: skip
+        {"img": str(c)},
+        {"img": str(a)},
+        {"img": str(folder / "missing.png")},
+    ]
     with pytest.raises(DataValidationError, match="does not exist"):
         list_images(tmp_path / "nowhere")
     with pytest.raises(DataValidationError, match="empty"):

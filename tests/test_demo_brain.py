@@ -48,8 +48,11 @@ def _load(root: Path, item: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_layout_and_name_mapping(datalist):
@@ -65,8 +68,14 @@ def test_layout_and_name_mapping(datalist):
     with (root / BRATS_ROOT / "name_mapping.csv").open(newline="") as f:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == NAME_MAPPING_HEADER
-    assert rows[0] == ["Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID", "TCGA_TCIA_subject_ID",
-                       "BraTS_2019_subject_ID", "BraTS_2020_subject_ID"]  # fmt: skip
+    assert rows[0] == [
+        "Grade",
+        "BraTS_2017_subject_ID",
+        "BraTS_2018_subject_ID",
+        "TCGA_TCIA_subject_ID",
+        "BraTS_2019_subject_ID",
+        "BraTS_2020_subject_ID",
+    ]
     grades = {r[5]: r[0] for r in rows[1:]}
     assert {i["name"]: i["grade"] for i in _items(datalist)} == grades  # the grade comes from the mapping
     assert (root / "contact_sheet.png").is_file()
@@ -76,7 +85,9 @@ def test_layout_and_name_mapping(datalist):
 def test_datalist(datalist):
     root, d = datalist.parent, json.loads(datalist.read_text())
     parts = [[i["name"] for i in d[p]] for p in ("training", "validation", "test")]
-    assert sorted(sum(parts, [])) == [f"BraTS20_Training_{i:03d}" for i in range(1, N + 1)]  # disjoint, complete
+    assert sorted(name for part in parts for name in part) == [
+        f"BraTS20_Training_{i:03d}" for i in range(1, N + 1)
+    ]  # disjoint, complete
     for part in ("training", "validation", "test"):
         assert [i["name"] for i in d[part]] == [i["name"] for i in d[part + "_2d"]]
         # stratified 70/15/15: 4 HGG and 4 LGG -> 2 / 1 / 1 of each grade

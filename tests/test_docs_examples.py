@@ -35,15 +35,14 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -158,37 +157,79 @@ BENCH = "runs the benchmark suite (minutes) and writes benchmarks/results/ in th
 
 #: examples that cannot run here, each with the reason (file, command without comment | first line of a python block)
 NOT_RUN: dict[tuple[str, str], str] = {
-    ("README.md", "make demo"): "installs everything into .venv/ and runs every bundle on the full demo data (~10 min); tests/test_demo.py runs `mimtl demo`",
+    (
+        "README.md",
+        "make demo",
+    ): "installs everything into .venv/ and runs every bundle on the full demo data (~10 min); tests/test_demo.py runs `mimtl demo`",
     ("README.md", "make test"): "installs everything into .venv/ and runs this test suite",
     ("README.md", "mimtl run xray_color_classification experiment"): GRID,
     ("README.md", "mimtl run xray_landmark_detection experiment"): GRID,
     ("README.md", "mimtl data demo all --out demo_data"): DEMO_ALL,
-    ("docs/bundles.md", "mimtl run xray_color_classification experiment --set seeds=[0,1,2] --set output_dir=/runs/color"): GRID,
+    (
+        "docs/bundles.md",
+        "mimtl run xray_color_classification experiment --set seeds=[0,1,2] --set output_dir=/runs/color",
+    ): GRID,
     ("docs/demo_data.md", "mimtl data demo all --out demo_data"): DEMO_ALL,
-    ("docs/installation.md", "python3 -m venv .venv && . .venv/bin/activate"): "creates a virtual environment (the install steps below need it)",
-    ("docs/installation.md", "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"): "installs packages from PyTorch's index (no network here)",
+    (
+        "docs/installation.md",
+        "python3 -m venv .venv && . .venv/bin/activate",
+    ): "creates a virtual environment (the install steps below need it)",
+    (
+        "docs/installation.md",
+        "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu",
+    ): "installs packages from PyTorch's index (no network here)",
     ("docs/installation.md", 'pip install -e ".[all]"'): "installs packages",
-    ("docs/installation.md", "make demo TORCH=torch TORCH_INDEX=https://download.pytorch.org/whl/cu126"): "installs a CUDA torch build (several GB) and needs a GPU",
+    (
+        "docs/installation.md",
+        "make demo TORCH=torch TORCH_INDEX=https://download.pytorch.org/whl/cu126",
+    ): "installs a CUDA torch build (several GB) and needs a GPU",
     ("docs/installation.md", "make demo TORCH=torch TORCH_INDEX="): "installs PyPI's CUDA torch build (several GB)",
-    ("docs/installation.md", "MIMTL_WHEELHOUSE=/media/wheels mimtl data fetch"): "needs the two wheels downloaded elsewhere (the cache here already holds the sources, so it would not read them); tests/test_sources.py reads a wheelhouse",
+    (
+        "docs/installation.md",
+        "MIMTL_WHEELHOUSE=/media/wheels mimtl data fetch",
+    ): "needs the two wheels downloaded elsewhere (the cache here already holds the sources, so it would not read them); tests/test_sources.py reads a wheelhouse",
     ("docs/performance.md", "python benchmarks/run_all.py"): BENCH + "; also rewrites docs/performance.md",
     ("docs/performance.md", "python benchmarks/run_all.py --quick"): BENCH,
-    ("docs/performance.md", "python benchmarks/run_all.py --threads 1 --no-compile --out /tmp/t1.json --no-docs"): BENCH,
-    ("docs/performance.md", "python benchmarks/run_all.py --bundle bundles/<name> --bundle-override dataset_dir=/data/x"): BENCH,
-    ("docs/performance.md", "python benchmarks/run_all.py --render benchmarks/results/full.json"): "rewrites the tables of docs/performance.md in the checkout from the full run's JSON (not kept in git)",
-    ("docs/usage.md", "mimtl run NAME train --set train::trainer::max_epochs=5 --set device=cuda"): "needs a GPU (device=cuda)",
+    (
+        "docs/performance.md",
+        "python benchmarks/run_all.py --threads 1 --no-compile --out /tmp/t1.json --no-docs",
+    ): BENCH,
+    (
+        "docs/performance.md",
+        "python benchmarks/run_all.py --bundle bundles/<name> --bundle-override dataset_dir=/data/x",
+    ): BENCH,
+    (
+        "docs/performance.md",
+        "python benchmarks/run_all.py --render benchmarks/results/full.json",
+    ): "rewrites the tables of docs/performance.md in the checkout from the full run's JSON (not kept in git)",
+    (
+        "docs/usage.md",
+        "mimtl run NAME train --set train::trainer::max_epochs=5 --set device=cuda",
+    ): "needs a GPU (device=cuda)",
     ("docs/usage.md", "mimtl data demo all --out demo_data"): DEMO_ALL,
-    ("docs/usage.md", "mimtl run NAME train --resume ...same --set options..."): "a template (`...same --set options...` are the killed run's own); tests/test_resume.py kills and resumes both bundles",
-    ("docs/usage.md", "python -m monai.bundle run --config_file ... --resume true"): "a template (`...` are the killed run's files); tests/test_resume.py resumes both bundles",
+    (
+        "docs/usage.md",
+        "mimtl run NAME train --resume ...same --set options...",
+    ): "a template (`...same --set options...` are the killed run's own); tests/test_resume.py kills and resumes both bundles",
+    (
+        "docs/usage.md",
+        "python -m monai.bundle run --config_file ... --resume true",
+    ): "a template (`...` are the killed run's files); tests/test_resume.py resumes both bundles",
     (f"bundles/{COLOR}/docs/README.md", f"mimtl run {COLOR} experiment"): GRID,
     (f"bundles/{LANDMARK}/docs/README.md", f"mimtl run {LANDMARK} experiment"): GRID,
-    ("docs/usage.md", "mimtl domain fit NAME --coverage 0.95"): "runs inference over the 340 training and validation films (minutes); tests/test_domain.py fits through the same code on a small datalist",
-    ("docs/usage.md", "mimtl domain report NAME --write"): "runs inference over the test split and 84 foreign inputs (minutes) and rewrites the README table; tests/test_domain.py runs the same report on both bundles",
+    (
+        "docs/usage.md",
+        "mimtl domain fit NAME --coverage 0.95",
+    ): "runs inference over the 340 training and validation films (minutes); tests/test_domain.py fits through the same code on a small datalist",
+    (
+        "docs/usage.md",
+        "mimtl domain report NAME --write",
+    ): "runs inference over the test split and 84 foreign inputs (minutes) and rewrites the README table; tests/test_domain.py runs the same report on both bundles",
 }
 
 
 # -- placeholders -> real things (see Assets); applied to every example's text, longest first
-def substitutions(a: "Assets", work: Path, name: str) -> dict[str, str]:
+def substitutions(a: Assets, work: Path, name: str) -> dict[str, str]:
     return {
         "/data/CheXpert-v1.0-small": str(a.chexpert / "CheXpert-v1.0-small"),
         "/data/CheXpert": str(a.chexpert),
@@ -222,12 +263,15 @@ NAME_IS: dict[tuple[str, str], str] = {
     # trains on a CheXpert datalist: the classification bundle's data
     ("docs/usage.md", "mimtl run NAME train --set datalist=chexpert.json"): COLOR,
     # evaluate merges over train; on the tiny classification data the shipped 4-label model fits
-    ("docs/usage.md", "python -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/evaluate.yaml']\" --meta_file bundles/NAME/configs/metadata.json --bundle_root bundles/NAME"): COLOR,
+    (
+        "docs/usage.md",
+        "python -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/evaluate.yaml']\" --meta_file bundles/NAME/configs/metadata.json --bundle_root bundles/NAME",
+    ): COLOR,
     ("docs/usage.md", "mimtl run NAME evaluate"): COLOR,
 }
 
 
-def tiny(name: str, a: "Assets", **more) -> dict:
+def tiny(name: str, a: Assets, **more) -> dict:
     """Training overrides onto the bundle's tiny data of tests/bundle_checks.py: the landmark bundle
     for one epoch, the classification bundle for its two (one per stage)."""
     settings = dict(a.tiny[name].train)
@@ -252,46 +296,91 @@ def shell_quote(s: str) -> str:
     return shlex.quote(s)
 
 
-_TRAIN_LM = lambda a: mimtl_sets(tiny(LANDMARK, a))  # noqa: E731
-_TRAIN_CLS = lambda a: mimtl_sets(tiny(COLOR, a))  # noqa: E731
-_EVAL_CLS = lambda a: mimtl_sets({k: v for k, v in tiny(COLOR, a).items() if k in ("dataset_dir", "image_size", "num_workers", "batch_size")})  # noqa: E731
-_DATALIST_TRAIN = lambda a: mimtl_sets({"image_size": 64, "max_epochs": 1, "num_workers": 0, "batch_size": 2, "encoder_weights": None})  # noqa: E731
-_CLS_DATALIST_TRAIN = lambda a: mimtl_sets({"image_size": 32, "max_epochs": 1, "frozen_epochs": 0, "num_workers": 0, "batch_size": 4})  # noqa: E731
+_TRAIN_LM = lambda a: mimtl_sets(tiny(LANDMARK, a))
+_TRAIN_CLS = lambda a: mimtl_sets(tiny(COLOR, a))
+_EVAL_CLS = lambda a: mimtl_sets(
+    {k: v for k, v in tiny(COLOR, a).items() if k in ("dataset_dir", "image_size", "num_workers", "batch_size")}
+)
+_DATALIST_TRAIN = lambda a: mimtl_sets(
+    {"image_size": 64, "max_epochs": 1, "num_workers": 0, "batch_size": 2, "encoder_weights": None}
+)
+_CLS_DATALIST_TRAIN = lambda a: mimtl_sets(
+    {"image_size": 32, "max_epochs": 1, "frozen_epochs": 0, "num_workers": 0, "batch_size": 4}
+)
 _README_LM = f"bundles/{LANDMARK}/docs/README.md"
 _README_CLS = f"bundles/{COLOR}/docs/README.md"
 _MONAI_TRAIN = "python -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml']\" --meta_file bundles/NAME/configs/metadata.json --bundle_root bundles/NAME"
 
 #: what is appended to a long command (``--set`` for mimtl, ``--id value`` for MONAI's runner):
 #: tiny data and one epoch (two for the classification bundle's two stages), nothing else
-CHEAP: dict[tuple[str, str], Callable[["Assets"], str]] = {
-    ("README.md", "mimtl run xray_landmark_detection train --set encoder_weights=/path/to/a/model.pt"): lambda a: mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"}),
+CHEAP: dict[tuple[str, str], Callable[[Assets], str]] = {
+    ("README.md", "mimtl run xray_landmark_detection train --set encoder_weights=/path/to/a/model.pt"): lambda a: (
+        mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"})
+    ),
     ("README.md", _MONAI_TRAIN): lambda a: monai_args(tiny(LANDMARK, a)),
-    ("README.md", "mimtl run NAME train --set train::trainer::max_epochs=2"): lambda a: mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k != "max_epochs"}),
+    ("README.md", "mimtl run NAME train --set train::trainer::max_epochs=2"): lambda a: mimtl_sets(
+        {k: v for k, v in tiny(LANDMARK, a).items() if k != "max_epochs"}
+    ),
     ("README.md", "mimtl run NAME multi_gpu_train --nproc 2"): _TRAIN_LM,
-    ("README.md", "mimtl run NAME train --override lab_b.yaml"): lambda a: mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k not in ("dataset_dir", "max_epochs")}),
-    ("docs/adapters.md", "mimtl run xray_landmark_detection train --override bundles/xray_landmark_detection/configs/adapters/shenzhen_landmarks.yaml --set datalist=$PWD/chest.json"): _DATALIST_TRAIN,
+    ("README.md", "mimtl run NAME train --override lab_b.yaml"): lambda a: mimtl_sets(
+        {k: v for k, v in tiny(LANDMARK, a).items() if k not in ("dataset_dir", "max_epochs")}
+    ),
+    (
+        "docs/adapters.md",
+        "mimtl run xray_landmark_detection train --override bundles/xray_landmark_detection/configs/adapters/shenzhen_landmarks.yaml --set datalist=$PWD/chest.json",
+    ): _DATALIST_TRAIN,
     # the published split needs the whole 279-film set; the tiny layout has 10 films
-    ("docs/adapters.md", "mimtl data adapt shenzhen_landmarks /data/chest --out chest.json"): lambda a: "--option split=seeded",
+    ("docs/adapters.md", "mimtl data adapt shenzhen_landmarks /data/chest --out chest.json"): lambda a: (
+        "--option split=seeded"
+    ),
     ("docs/usage.md", _MONAI_TRAIN): lambda a: monai_args(tiny(LANDMARK, a)),
-    ("docs/usage.md", "python -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/evaluate.yaml']\" --meta_file bundles/NAME/configs/metadata.json --bundle_root bundles/NAME"): lambda a: monai_args({k: v for k, v in tiny(COLOR, a).items() if k in ("dataset_dir", "image_size", "num_workers", "batch_size")}),
-    ("docs/usage.md", "torchrun --standalone --nproc_per_node=2 -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/multi_gpu_train.yaml']\" ..."): lambda a: monai_args(tiny(LANDMARK, a)),
+    (
+        "docs/usage.md",
+        "python -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/evaluate.yaml']\" --meta_file bundles/NAME/configs/metadata.json --bundle_root bundles/NAME",
+    ): lambda a: monai_args(
+        {k: v for k, v in tiny(COLOR, a).items() if k in ("dataset_dir", "image_size", "num_workers", "batch_size")}
+    ),
+    (
+        "docs/usage.md",
+        "torchrun --standalone --nproc_per_node=2 -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/multi_gpu_train.yaml']\" ...",
+    ): lambda a: monai_args(tiny(LANDMARK, a)),
     ("docs/usage.md", "mimtl run NAME evaluate"): _EVAL_CLS,
     ("docs/usage.md", "mimtl run NAME multi_gpu_train --nproc 2"): _TRAIN_LM,
     ("docs/usage.md", "mimtl run NAME train --set datalist=chexpert.json"): _CLS_DATALIST_TRAIN,
-    ("docs/usage.md", "mimtl run NAME train --override lab_b.yaml"): lambda a: mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k not in ("dataset_dir", "max_epochs")}),
+    ("docs/usage.md", "mimtl run NAME train --override lab_b.yaml"): lambda a: mimtl_sets(
+        {k: v for k, v in tiny(LANDMARK, a).items() if k not in ("dataset_dir", "max_epochs")}
+    ),
     (_README_CLS, f"mimtl run {COLOR} train"): _TRAIN_CLS,
     (_README_CLS, f"mimtl run {COLOR} evaluate"): _EVAL_CLS,
     (_README_CLS, f"mimtl run {COLOR} multi_gpu_train --nproc 2"): _TRAIN_CLS,
-    (_README_CLS, "torchrun --nproc_per_node=2 -m monai.bundle run --config_file \"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']\" --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root ."): lambda a: monai_args(tiny(COLOR, a)),
+    (
+        _README_CLS,
+        "torchrun --nproc_per_node=2 -m monai.bundle run --config_file \"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']\" --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root .",
+    ): lambda a: monai_args(tiny(COLOR, a)),
     (_README_CLS, f"mimtl run {COLOR} train --set datalist=chexpert.json"): _CLS_DATALIST_TRAIN,
-    (_README_CLS, f"mimtl run {COLOR} train --set backbone=densenet121 --set backbone_weights=/weights/densenet121-a639ec97.pth --set color_weights=/runs/a/models/model.pt --set freeze_color=true"): lambda a: mimtl_sets(tiny(COLOR, a, image_size=64)),
+    (
+        _README_CLS,
+        f"mimtl run {COLOR} train --set backbone=densenet121 --set backbone_weights=/weights/densenet121-a639ec97.pth --set color_weights=/runs/a/models/model.pt --set freeze_color=true",
+    ): lambda a: mimtl_sets(tiny(COLOR, a, image_size=64)),
     (_README_LM, f"mimtl run {LANDMARK} train"): _TRAIN_LM,
     (_README_LM, f"mimtl run {LANDMARK} multi_gpu_train --nproc 2"): _TRAIN_LM,
-    (_README_LM, f"mimtl run {LANDMARK} train --set encoder_weights=null"): lambda a: mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"}),
-    (_README_LM, f"mimtl run {LANDMARK} train --set encoder_weights=/path/to/any/model.pt"): lambda a: mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"}),
-    (_README_LM, f"mimtl run {LANDMARK} train --set encoder_weights=bundle:xray_color_classification"): lambda a: mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"}),
-    (_README_LM, "torchrun --nproc_per_node=2 -m monai.bundle run --config_file \"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']\" --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root ."): lambda a: monai_args(tiny(LANDMARK, a)),
-    (_README_LM, f"mimtl run {LANDMARK} train --override configs/adapters/isbi2015_ceph.yaml --set datalist=$PWD/ceph.json"): _DATALIST_TRAIN,
+    (_README_LM, f"mimtl run {LANDMARK} train --set encoder_weights=null"): lambda a: mimtl_sets(
+        {k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"}
+    ),
+    (_README_LM, f"mimtl run {LANDMARK} train --set encoder_weights=/path/to/any/model.pt"): lambda a: mimtl_sets(
+        {k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"}
+    ),
+    (_README_LM, f"mimtl run {LANDMARK} train --set encoder_weights=bundle:xray_color_classification"): lambda a: (
+        mimtl_sets({k: v for k, v in tiny(LANDMARK, a).items() if k != "encoder_weights"})
+    ),
+    (
+        _README_LM,
+        "torchrun --nproc_per_node=2 -m monai.bundle run --config_file \"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']\" --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root .",
+    ): lambda a: monai_args(tiny(LANDMARK, a)),
+    (
+        _README_LM,
+        f"mimtl run {LANDMARK} train --override configs/adapters/isbi2015_ceph.yaml --set datalist=$PWD/ceph.json",
+    ): _DATALIST_TRAIN,
 }
 
 #: text replaced in an example before it runs, for a cheaper run of the same thing
@@ -300,63 +389,123 @@ REPLACE: dict[tuple[str, str], list[tuple[str, str]]] = {
     ("docs/demo_data.md", "mimtl data demo classification --out demo_data/cls --n 100"): [("--n 100", "--n 8")],
     ("docs/demo_data.md", "from mimtl.sim.demo import build_demo"): [("n=100", "n=8")],
     # 2 cases of the brain set at its documented size and spacing instead of 60
-    ("docs/demo_data.md", "from mimtl.sim.brain import build_brain_tumours"): [("n=60", "n=2"), ("sheet_cases=12", "sheet_cases=2")],
+    ("docs/demo_data.md", "from mimtl.sim.brain import build_brain_tumours"): [
+        ("n=60", "n=2"),
+        ("sheet_cases=12", "sheet_cases=2"),
+    ],
     # the trailing `...` of the multi-GPU line stands for the --meta_file/--bundle_root of the lines above
-    ("docs/usage.md", "torchrun --standalone --nproc_per_node=2 -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/multi_gpu_train.yaml']\" ..."): [(" ...", " --meta_file bundles/NAME/configs/metadata.json --bundle_root bundles/NAME")],
+    (
+        "docs/usage.md",
+        "torchrun --standalone --nproc_per_node=2 -m monai.bundle run --config_file \"['bundles/NAME/configs/common.yaml','bundles/NAME/configs/train.yaml','bundles/NAME/configs/multi_gpu_train.yaml']\" ...",
+    ): [(" ...", " --meta_file bundles/NAME/configs/metadata.json --bundle_root bundles/NAME")],
 }
 
 #: commands run first, in the same shell (an earlier example the command relies on, or a file it names)
 LAB_B = "printf 'dataset_dir: {tiny}\\ntrain::trainer::max_epochs: 1\\n' > lab_b.yaml  # docs/usage.md's lab_b.yaml, pointed at tiny data"
 BEFORE: dict[tuple[str, str], list] = {
-    ("README.md", "mimtl check-data ceph.json"): [("README.md", "mimtl data adapt isbi2015_ceph /data/ISBI2015 --out ceph.json")],
+    ("README.md", "mimtl check-data ceph.json"): [
+        ("README.md", "mimtl data adapt isbi2015_ceph /data/ISBI2015 --out ceph.json")
+    ],
     ("README.md", "mimtl audit lab_b.yaml"): [LAB_B],
     ("README.md", "mimtl run NAME train --override lab_b.yaml"): [LAB_B],
     ("docs/usage.md", "mimtl run NAME train --override lab_b.yaml"): [LAB_B],
-    ("docs/adapters.md", "mimtl check-data chexpert.json --keys image"): [("docs/adapters.md", "mimtl data adapt chexpert /data/chexpert --out chexpert.json")],
-    ("docs/adapters.md", "mimtl run xray_landmark_detection train --override bundles/xray_landmark_detection/configs/adapters/shenzhen_landmarks.yaml --set datalist=$PWD/chest.json"): [("docs/adapters.md", "mimtl data adapt shenzhen_landmarks /data/chest --out chest.json")],
+    ("docs/adapters.md", "mimtl check-data chexpert.json --keys image"): [
+        ("docs/adapters.md", "mimtl data adapt chexpert /data/chexpert --out chexpert.json")
+    ],
+    (
+        "docs/adapters.md",
+        "mimtl run xray_landmark_detection train --override bundles/xray_landmark_detection/configs/adapters/shenzhen_landmarks.yaml --set datalist=$PWD/chest.json",
+    ): [("docs/adapters.md", "mimtl data adapt shenzhen_landmarks /data/chest --out chest.json")],
     ("docs/installation.md", "mimtl list"): [("docs/installation.md", "export MIMTL_BUNDLE_PATH=/shared/bundles")],
-    ("docs/usage.md", "mimtl run NAME train --set datalist=chexpert.json"): [("docs/usage.md", "mimtl data adapt chexpert /data/CheXpert --out chexpert.json --option uncertain=ones")],
-    (_README_CLS, f"mimtl run {COLOR} train --set datalist=chexpert.json"): [(_README_CLS, "mimtl data adapt chexpert /data/CheXpert-v1.0-small --out chexpert.json")],
-    (_README_LM, f"mimtl run {LANDMARK} train --override configs/adapters/isbi2015_ceph.yaml --set datalist=$PWD/ceph.json"): ["mimtl data adapt isbi2015_ceph /data/ISBI2015 --out ceph.json  # the README's table"],
+    ("docs/usage.md", "mimtl run NAME train --set datalist=chexpert.json"): [
+        ("docs/usage.md", "mimtl data adapt chexpert /data/CheXpert --out chexpert.json --option uncertain=ones")
+    ],
+    (_README_CLS, f"mimtl run {COLOR} train --set datalist=chexpert.json"): [
+        (_README_CLS, "mimtl data adapt chexpert /data/CheXpert-v1.0-small --out chexpert.json")
+    ],
+    (
+        _README_LM,
+        f"mimtl run {LANDMARK} train --override configs/adapters/isbi2015_ceph.yaml --set datalist=$PWD/ceph.json",
+    ): ["mimtl data adapt isbi2015_ceph /data/ISBI2015 --out ceph.json  # the README's table"],
 }
 
 #: the code an example names as its input but does not define (python), run first
 PYTHON_SETUP: dict[tuple[str, str], str] = {
-    ("docs/networks.md", "from mimtl.networks import efficientnet_lite0, IMAGENET_LITE_MEAN, IMAGENET_LITE_STD"): "import torch\nrgb_0_255 = torch.randint(0, 256, (2, 3, 224, 224)).float()",
+    (
+        "docs/networks.md",
+        "from mimtl.networks import efficientnet_lite0, IMAGENET_LITE_MEAN, IMAGENET_LITE_STD",
+    ): "import torch\nrgb_0_255 = torch.randint(0, 256, (2, 3, 224, 224)).float()",
     ("docs/networks.md", "import torch"): "import torch\nx01 = torch.rand(2, 1, 64, 64)",
     # the block continues the one above it
     ("docs/usage.md", "from monai.bundle import load"): "@docs/usage.md:import mimtl",
-    ("docs/demo_data.md", "from monai.data import load_decathlon_datalist"): "@docs/demo_data.md:from mimtl.sim.brain import build_brain_tumours",
+    (
+        "docs/demo_data.md",
+        "from monai.data import load_decathlon_datalist",
+    ): "@docs/demo_data.md:from mimtl.sim.brain import build_brain_tumours",
 }
 
 #: files an example says it writes (globs, relative to the folder it runs in)
 EXPECT: dict[tuple[str, str], list[str]] = {
-    ("README.md", "mimtl run xray_color_classification inference --set input=/my/films --set gradcam=true --set output_dir=out"): ["out/predictions.csv", "out/gradcam/film0_gradcam.png"],
-    ("README.md", "mimtl run xray_landmark_detection inference --set input=/my/films --set output_dir=out"): ["out/landmarks.csv", "out/landmarks.json", "out/overlays/*.png"],
+    (
+        "README.md",
+        "mimtl run xray_color_classification inference --set input=/my/films --set gradcam=true --set output_dir=out",
+    ): ["out/predictions.csv", "out/gradcam/film0_gradcam.png"],
+    ("README.md", "mimtl run xray_landmark_detection inference --set input=/my/films --set output_dir=out"): [
+        "out/landmarks.csv",
+        "out/landmarks.json",
+        "out/overlays/*.png",
+    ],
     ("README.md", "mimtl export NAME --format onnx"): ["bundles/xray_landmark_detection/models/model.onnx"],
     ("README.md", "mimtl data adapt isbi2015_ceph /data/ISBI2015 --out ceph.json"): ["ceph.json"],
     ("README.md", "import mimtl"): ["out/landmarks.csv"],
     ("docs/adapters.md", "from mimtl.data.adapters import adapt, write_datalist"): ["chexpert.json"],
-    ("docs/demo_data.md", "mimtl data demo classification --out demo_data/cls --n 100"): ["demo_data/cls/datalist.json", "demo_data/cls/contact_sheet.png"],
+    ("docs/demo_data.md", "mimtl data demo classification --out demo_data/cls --n 100"): [
+        "demo_data/cls/datalist.json",
+        "demo_data/cls/contact_sheet.png",
+    ],
     ("docs/demo_data.md", "from mimtl.sim.demo import build_demo"): ["demo_data/cls/datalist.json"],
-    ("docs/demo_data.md", "from mimtl.sim.brain import build_brain_tumours"): ["data/brain/datalist.json", "data/brain/contact_sheet.png"],
+    ("docs/demo_data.md", "from mimtl.sim.brain import build_brain_tumours"): [
+        "data/brain/datalist.json",
+        "data/brain/contact_sheet.png",
+    ],
     ("docs/usage.md", "mimtl run NAME evaluate"): ["bundles/xray_color_classification/eval/metrics.csv"],
-    ("docs/usage.md", "mimtl run NAME inference --set dataset_dir=/data/my_pngs --set output_dir=/tmp/out"): ["tmp_out/landmarks.csv"],
+    ("docs/usage.md", "mimtl run NAME inference --set dataset_dir=/data/my_pngs --set output_dir=/tmp/out"): [
+        "tmp_out/landmarks.csv"
+    ],
     ("docs/usage.md", "mimtl export NAME --format onnx"): ["bundles/xray_landmark_detection/models/model.onnx"],
     ("docs/usage.md", "import mimtl"): ["tmp_out/landmarks.csv"],
     (_README_CLS, f"mimtl run {COLOR} train"): ["models/model.pt"],
     (_README_CLS, f"mimtl run {COLOR} evaluate"): ["eval/metrics.csv", "eval/predictions.csv"],
-    (_README_CLS, f"mimtl run {COLOR} inference --set input=/my/films --set gradcam=true"): ["eval/predictions.csv", "eval/gradcam/film0_gradcam.png"],
+    (_README_CLS, f"mimtl run {COLOR} inference --set input=/my/films --set gradcam=true"): [
+        "eval/predictions.csv",
+        "eval/gradcam/film0_gradcam.png",
+    ],
     (_README_CLS, "import mimtl"): ["tmp_out/predictions.csv", "tmp_out/gradcam/*.png"],
     (_README_LM, f"mimtl run {LANDMARK} calibrate"): ["models/conformal.json"],
-    (_README_LM, f"mimtl run {LANDMARK} evaluate"): ["eval/metrics.csv", "eval/landmark_*.csv", "eval/landmark_summary.json"],
+    (_README_LM, f"mimtl run {LANDMARK} evaluate"): [
+        "eval/metrics.csv",
+        "eval/landmark_*.csv",
+        "eval/landmark_summary.json",
+    ],
     (_README_LM, f"mimtl run {LANDMARK} inference --set input=/my/films --set output_dir=out"): ["out/landmarks.csv"],
     (_README_LM, "import mimtl"): ["tmp_out/landmarks.csv", "tmp_out/landmarks.json", "tmp_out/overlays/*.png"],
 }
 
 #: examples that take more than a few seconds (training, torchrun, evaluation on the demo split, export)
-SLOW_WORDS = (" train", "multi_gpu_train", "torchrun", "verify --all", "mimtl export", " calibrate", " evaluate", "evaluate.yaml",
-              "demo classification", "build_demo", "build_brain_tumours", "load_decathlon_datalist")  # fmt: skip
+SLOW_WORDS = (
+    " train",
+    "multi_gpu_train",
+    "torchrun",
+    "verify --all",
+    "mimtl export",
+    " calibrate",
+    " evaluate",
+    "evaluate.yaml",
+    "demo classification",
+    "build_demo",
+    "build_brain_tumours",
+    "load_decathlon_datalist",
+)
 
 
 def is_slow(e: Example) -> bool:
@@ -405,7 +554,9 @@ def write_dicom(path: Path, seed: int) -> Path:
     meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
-    pixels = (np.add.outer(np.arange(64), np.arange(80)) * 20 + np.random.default_rng(seed).integers(0, 200, (64, 80))) % 4096
+    pixels = (
+        np.add.outer(np.arange(64), np.arange(80)) * 20 + np.random.default_rng(seed).integers(0, 200, (64, 80))
+    ) % 4096
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -567,12 +718,16 @@ def check_signature(e: Example, call: ast.Call) -> None:
     params = list(inspect.signature(fn).parameters.values())
     shown = [(x.id, inspect.Parameter.empty) for x in call.args] + [(k.arg, k.value) for k in call.keywords]
     real = [(p.name, p.default) for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    assert [n for n, _ in shown] == [n for n, _ in real], f"{e.id}: parameters {[n for n, _ in shown]} != {call.func.id}{inspect.signature(fn)}"
+    assert [n for n, _ in shown] == [n for n, _ in real], (
+        f"{e.id}: parameters {[n for n, _ in shown]} != {call.func.id}{inspect.signature(fn)}"
+    )
     for (name, node), (_, default) in zip(shown, real):
         if node is inspect.Parameter.empty:
             assert default is inspect.Parameter.empty, f"{e.id}: {name} has a default ({default!r})"
         elif isinstance(node, ast.Name):
-            assert getattr(module, node.id, object()) == default, f"{e.id}: {name}={node.id}, but the default is {default!r}"
+            assert getattr(module, node.id, object()) == default, (
+                f"{e.id}: {name}={node.id}, but the default is {default!r}"
+            )
         else:
             shown_value = ast.literal_eval(node)
             assert shown_value == default or (isinstance(default, tuple) and list(default) == shown_value), (
@@ -647,8 +802,10 @@ def test_every_example_runs_or_says_why():
 def test_collector_reads_every_kind_of_block(tmp_path):
     """The collector sees each kind of fence, joins continuation lines and skips comments and console output."""
     doc = tmp_path / "x.md"
-    doc.write_text("```bash\n# a comment\nmimtl list   # trailing\nmimtl run a \\\n    --set b=1\n```\n"
-                   "```console\n$ mimtl info a\noutput line\n```\n```\nnot code\n```\n```python\nprint(1)\n```\n")  # fmt: skip
+    doc.write_text(
+        "```bash\n# a comment\nmimtl list   # trailing\nmimtl run a \\\n    --set b=1\n```\n"
+        "```console\n$ mimtl info a\noutput line\n```\n```\nnot code\n```\n```python\nprint(1)\n```\n"
+    )
     found = collect("x.md", root=tmp_path)
     assert [(e.line, e.kind, e.text) for e in found] == [
         (3, "shell", "mimtl list   # trailing"),

@@ -221,8 +221,9 @@ def test_simulate_structures_on_a_coarser_grid(volume):
     structures = {"heart": 51, "lungs": (10, 11, 12, 13, 14)}
     exposure = drr.Exposure(photons=None)
     fine = drr.simulate(volume, np.random.default_rng(0), g, pose, exposure, structures=structures)
-    coarse = drr.simulate(volume, np.random.default_rng(0), g, pose, exposure, structures=structures,
-                          label_sampling=((4.0, 4.0), 4.0))  # fmt: skip
+    coarse = drr.simulate(
+        volume, np.random.default_rng(0), g, pose, exposure, structures=structures, label_sampling=((4.0, 4.0), 4.0)
+    )
     assert np.array_equal(fine.image, coarse.image)
     for name in structures:
         a, b = fine.lengths[name] >= 5, coarse.lengths[name] >= 5

@@ -206,6 +206,7 @@ def test_pretrained_expects_minus1_1_inputs(pretrained, photos):
     """The stem BN statistics match (x - 127) / 128 inputs, not ImageNet mean/std (documented constants)."""
     stem_conv, stem_bn = pretrained.stem[1], pretrained.stem[2]
     lite = photos  # normalised with IMAGENET_LITE_MEAN / STD
+
     def channels(values) -> torch.Tensor:
         return torch.tensor(values).view(1, 3, 1, 1)
 
@@ -247,7 +248,9 @@ def test_loader_new_classifier_and_mismatch():
 
     broken = EfficientNetLite("lite0")
     broken.stages[1][0].project_conv = nn.Conv2d(96, 25, 1, bias=False)
-    mismatch = r"_blocks\.1\._project_conv\.weight \(24, 96, 1, 1\) vs stages\.1\.0\.project_conv\.weight \(25, 96, 1, 1\)"
+    mismatch = (
+        r"_blocks\.1\._project_conv\.weight \(24, 96, 1, 1\) vs stages\.1\.0\.project_conv\.weight \(25, 96, 1, 1\)"
+    )
     with pytest.raises(ValueError, match=r"efficientnet-lite0-\w+\.pth' into EfficientNet-lite0: .*" + mismatch):
         load_efficientnet_lite_imagenet(broken, "lite0")
     with pytest.warns(UserWarning, match=r"1 of the 247 tensors .* not loaded .*" + mismatch):

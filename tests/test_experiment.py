@@ -80,12 +80,22 @@ def test_summary_statistics():
 
 def test_extra_metrics_are_tabulated_with_their_own_direction(tiny_bundle, tmp_path):
     factors = {"lr": {"id": "optimizer::lr", "values": [0.001, 0.01]}}
-    exp = GridExperiment(tiny_bundle, factors, seeds=[0, 1], metric="mre", output_dir=tmp_path, higher_is_better=False,
-                         extra_metrics=["sdr_2"], higher_is_better_extra=[True])  # fmt: skip
+    exp = GridExperiment(
+        tiny_bundle,
+        factors,
+        seeds=[0, 1],
+        metric="mre",
+        output_dir=tmp_path,
+        higher_is_better=False,
+        extra_metrics=["sdr_2"],
+        higher_is_better_extra=[True],
+    )
     with open(exp.runs_file, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run", "lr", "seed", "mre", "sdr_2", "seconds"])
-        for i, (lr, seed, mre, sdr) in enumerate([("0.001", 0, 2.0, 0.5), ("0.001", 1, 4.0, 0.7), ("0.01", 0, 3.0, 0.6)]):
+        for i, (lr, seed, mre, sdr) in enumerate(
+            [("0.001", 0, 2.0, 0.5), ("0.001", 1, 4.0, 0.7), ("0.01", 0, 3.0, 0.6)]
+        ):
             writer.writerow([f"r{i}", lr, seed, mre, sdr, 1.0])
     text = exp.summarize().read_text()
     assert "mre (mean ± sd over seeds; lower is better)" in text
@@ -93,8 +103,15 @@ def test_extra_metrics_are_tabulated_with_their_own_direction(tiny_bundle, tmp_p
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert rows[0]["mean"] == "3.0000" and rows[0]["sdr_2_mean"] == "0.6000"
     with pytest.raises(ValueError, match="one entry per extra metric"):
-        GridExperiment(tiny_bundle, factors, seeds=[0], metric="m", output_dir=tmp_path,
-                       extra_metrics=["a", "b"], higher_is_better_extra=[True])  # fmt: skip
+        GridExperiment(
+            tiny_bundle,
+            factors,
+            seeds=[0],
+            metric="m",
+            output_dir=tmp_path,
+            extra_metrics=["a", "b"],
+            higher_is_better_extra=[True],
+        )
 
 
 def test_prerequisite_runs_once(tiny_bundle, tmp_path):
@@ -116,8 +133,9 @@ def test_plot_label_and_log_scale(tiny_bundle, tmp_path):
     table = {("0.001",): (3, 200.0, 20.0), ("0.01",): (3, 2.0, 0.5)}
     plain = GridExperiment(tiny_bundle, factors, seeds=[0], metric="mre", output_dir=tmp_path).figure(table)
     assert plain.axes[0].get_yscale() == "linear" and plain.axes[0].get_ylabel() == "mre"
-    exp = GridExperiment(tiny_bundle, factors, seeds=[0], metric="mre", output_dir=tmp_path,
-                         metric_label="MRE (mm)", log_scale=True)  # fmt: skip
+    exp = GridExperiment(
+        tiny_bundle, factors, seeds=[0], metric="mre", output_dir=tmp_path, metric_label="MRE (mm)", log_scale=True
+    )
     ax = exp.figure(table).axes[0]
     assert ax.get_yscale() == "log" and ax.get_ylabel() == "MRE (mm)"
     exp.plot(table, tmp_path / "plot.png")

@@ -40,7 +40,9 @@ def test_pretrained_backbone_frozen_does_not_warn(caplog, tmp_path):
     """A backbone given a weight file is not random: freezing it is what stage 1 is for."""
     donor = ColorizedClassifier(backbone="densenet121", num_classes=2, weights=None)
     path = tmp_path / "densenet121.pth"
-    torch.save({k.removeprefix("backbone."): v for k, v in donor.state_dict().items() if k.startswith("backbone.")}, path)
+    torch.save(
+        {k.removeprefix("backbone."): v for k, v in donor.state_dict().items() if k.startswith("backbone.")}, path
+    )
     net = ColorizedClassifier(backbone="densenet121", num_classes=2, weights=str(path))
     assert net.random_init_parts == []
     with caplog.at_level(logging.WARNING, logger="mimtl.handlers.finetune"):

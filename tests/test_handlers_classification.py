@@ -14,10 +14,10 @@ from monai.transforms import Activationsd, Compose, Lambdad, LoadImaged, Normali
 from monai.visualize import GradCAM
 from PIL import Image
 
-from mimtl.handlers import ClassificationWriter, GradCAMWriter, resolve_thresholds
 from mimtl.data import TolerantDataset
 from mimtl.data.datalist import list_images
 from mimtl.data.dataset import error_reason
+from mimtl.handlers import ClassificationWriter, GradCAMWriter, resolve_thresholds
 from mimtl.transforms import EnsureGrayscaled
 
 LABELS = ["Atelectasis", "Cardiomegaly", "Edema"]
@@ -48,8 +48,10 @@ def films(tmp_path_factory):
     nan = body.astype(np.float32)
     nan[5, 6] = np.nan
     nib.save(nib.Nifti1Image(nan[..., None], np.eye(4)), root / "e_nan.nii.gz")
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((20, 24, 8)).astype(np.float32), np.eye(4)),
-             root / "f_volume.nii.gz")  # fmt: skip
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).random((20, 24, 8)).astype(np.float32), np.eye(4)),
+        root / "f_volume.nii.gz",
+    )
     (root / "g_truncated.png").write_bytes((root / "a_gray8.png").read_bytes()[:60])
     nib.save(nib.Nifti1Image(body[..., None].astype(np.float32) * 3 + 1, np.eye(4)), root / "h_slice.nii.gz")
     return root
@@ -69,8 +71,9 @@ def preprocessing():
 
 def tiny_net(out_channels=len(LABELS), seed=0):
     torch.manual_seed(seed)
-    return DenseNet(spatial_dims=2, in_channels=1, out_channels=out_channels, init_features=8, growth_rate=4,
-                    block_config=(2, 2))  # fmt: skip
+    return DenseNet(
+        spatial_dims=2, in_channels=1, out_channels=out_channels, init_features=8, growth_rate=4, block_config=(2, 2)
+    )
 
 
 def evaluator(films, net, handlers, multi_label=True, num_workers=2, decollate=True):
@@ -82,9 +85,13 @@ def evaluator(films, net, handlers, multi_label=True, num_workers=2, decollate=T
     else:  # MONAI's transforms take one channel-first item: on a batch, softmax would run over dim 0
         post = Lambdad(keys="pred", func=lambda x: torch.softmax(x, 1) if not multi_label else torch.sigmoid(x))
     return SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=loader, network=net, postprocessing=post,
-        val_handlers=handlers, decollate=decollate,
-    )  # fmt: skip
+        device=torch.device("cpu"),
+        val_data_loader=loader,
+        network=net,
+        postprocessing=post,
+        val_handlers=handlers,
+        decollate=decollate,
+    )
 
 
 def expected_probs(films, net, names, softmax=False):
@@ -262,8 +269,9 @@ def test_resolve_thresholds():
 
 def test_tolerant_dataset_items(films, caplog):
     data = [{"image": str(films / n)} for n in ("a_gray8.png", "d_colour.png", "missing.png")]
-    ds = TolerantDataset(data, preprocessing(), placeholder_shape=(1, SIZE, SIZE),
-                         placeholder_values={"label": torch.zeros(3)})  # fmt: skip
+    ds = TolerantDataset(
+        data, preprocessing(), placeholder_shape=(1, SIZE, SIZE), placeholder_values={"label": torch.zeros(3)}
+    )
     with caplog.at_level(logging.WARNING, logger="mimtl.data.dataset"):
         items = [ds[i] for i in range(3)] + [ds[1]]
     assert items[0]["error"] == "" and items[0]["image"].shape == (1, SIZE, SIZE)

@@ -23,9 +23,19 @@ def _item(file: str, pred, true, spacing=None) -> dict:
     known = spacing is not None
     s = torch.tensor(spacing if known else [math.nan, math.nan], dtype=torch.float64)
     scale = s if known else torch.ones(2, dtype=torch.float64)
-    image = MetaTensor(torch.zeros(1, 8, 8), meta={"filename_or_obj": file, "spacing_source": "test" if known else "unknown"})
-    return {"image": image, "pred_points": pred, "pred_coords": pred * scale, "pred_confidence": torch.tensor([0.9, 0.4]),
-            "label_points": true, "label_coords": true * scale, "unit": "mm" if known else "px", "spacing": s}  # fmt: skip
+    image = MetaTensor(
+        torch.zeros(1, 8, 8), meta={"filename_or_obj": file, "spacing_source": "test" if known else "unknown"}
+    )
+    return {
+        "image": image,
+        "pred_points": pred,
+        "pred_coords": pred * scale,
+        "pred_confidence": torch.tensor([0.9, 0.4]),
+        "label_points": true,
+        "label_coords": true * scale,
+        "unit": "mm" if known else "px",
+        "spacing": s,
+    }
 
 
 def _run(handler, items, batch=None):
@@ -36,10 +46,14 @@ def _run(handler, items, batch=None):
 
 
 def test_report_in_mm_with_hand_computed_errors_and_calibration(tmp_path):
-    items = [_item(f"f{i}.png", [[0.0, 0.0], [10.0, 10.0]], [[3.0 * i, 4.0 * i], [10.0, 10.0 + i]], [0.5, 0.5])
-             for i in range(1, 11)]  # fmt: skip
+    items = [
+        _item(f"f{i}.png", [[0.0, 0.0], [10.0, 10.0]], [[3.0 * i, 4.0 * i], [10.0, 10.0 + i]], [0.5, 0.5])
+        for i in range(1, 11)
+    ]
     conformal = tmp_path / "conformal.json"
-    summary = _run(LandmarkReport(tmp_path, NAMES, thresholds=(2.0, 4.0), conformal_file=conformal, calibrate=True), items)
+    summary = _run(
+        LandmarkReport(tmp_path, NAMES, thresholds=(2.0, 4.0), conformal_file=conformal, calibrate=True), items
+    )
     # landmark a: errors 2.5 * i mm (5 * i px); landmark b: 0.5 * i mm
     assert summary["unit"] == "mm"
     assert summary["per_landmark"][0]["mre"] == pytest.approx(2.5 * 5.5)
@@ -50,12 +64,18 @@ def test_report_in_mm_with_hand_computed_errors_and_calibration(tmp_path):
     assert radius == pytest.approx([25.0, 5.0])
     assert summary["conformal_coverage"]["overall"] == 1.0
     rows = list(csv.DictReader(open(tmp_path / "landmark_errors.csv")))
-    assert len(rows) == 20 and float(rows[0]["error_px"]) == pytest.approx(5.0) and float(rows[0]["error_mm"]) == pytest.approx(2.5)
+    assert (
+        len(rows) == 20
+        and float(rows[0]["error_px"]) == pytest.approx(5.0)
+        and float(rows[0]["error_mm"]) == pytest.approx(2.5)
+    )
 
 
 def test_report_falls_back_to_px_when_some_spacing_is_unknown(tmp_path, caplog):
-    items = [_item("mm.png", [[0.0, 0.0], [1.0, 1.0]], [[3.0, 4.0], [1.0, 1.0]], [0.1, 0.1]),
-             _item("px.png", [[0.0, 0.0], [1.0, 1.0]], [[6.0, 8.0], [1.0, 1.0]])]  # fmt: skip
+    items = [
+        _item("mm.png", [[0.0, 0.0], [1.0, 1.0]], [[3.0, 4.0], [1.0, 1.0]], [0.1, 0.1]),
+        _item("px.png", [[0.0, 0.0], [1.0, 1.0]], [[6.0, 8.0], [1.0, 1.0]]),
+    ]
     summary = _run(LandmarkReport(tmp_path, NAMES), items)
     assert summary["unit"] == "px" and summary["per_landmark"][0]["mre"] == pytest.approx(7.5)
     assert "errors reported in px" in caplog.text
@@ -74,8 +94,9 @@ def test_writer_lists_failures_and_draws_overlays(tmp_path, caplog):
     conformal.write_text(json.dumps({"coverage": 0.9, "unit": "px", "radius": [1.5, None], "n_calibration": 20}))
     writer = LandmarkWriter(tmp_path / "out", NAMES, conformal_file=conformal, overlay_size=64)
     good = _item(str(film), [[2.0, 3.0], [5.0, 6.0]], [[0.0, 0.0], [0.0, 0.0]])
-    engine = SimpleNamespace(state=SimpleNamespace(output=[good, {"image": good["image"]}],
-                                                   batch=[{}, {"error": "truncated PNG"}]))  # fmt: skip
+    engine = SimpleNamespace(
+        state=SimpleNamespace(output=[good, {"image": good["image"]}], batch=[{}, {"error": "truncated PNG"}])
+    )
     writer.reset()
     writer(engine)
     writer.write()
@@ -113,14 +134,17 @@ def _overlay_pipeline():
     from mimtl.io import MedicalImageReader
     from mimtl.transforms import EnsureGrayscaled, StandardizeImageMetad
 
-    return Compose([
-        LoadImaged(keys="image", reader=MedicalImageReader, ensure_channel_first=True, image_only=True),
-        EnsureGrayscaled(keys="image"), StandardizeImageMetad(keys="image", prune=True),
-        CopyItemsd(keys="image", names="overlay_image"),
-        Resized(keys="overlay_image", spatial_size=[128, 128], mode="area"),
-        Resized(keys="image", spatial_size=[16, 16]),
-        SelectItemsd(keys=["image", "overlay_image"]),
-    ])  # fmt: skip
+    return Compose(
+        [
+            LoadImaged(keys="image", reader=MedicalImageReader, ensure_channel_first=True, image_only=True),
+            EnsureGrayscaled(keys="image"),
+            StandardizeImageMetad(keys="image", prune=True),
+            CopyItemsd(keys="image", names="overlay_image"),
+            Resized(keys="overlay_image", spatial_size=[128, 128], mode="area"),
+            Resized(keys="image", spatial_size=[16, 16]),
+            SelectItemsd(keys=["image", "overlay_image"]),
+        ]
+    )
 
 
 def _batches(data, batch_size):
@@ -161,7 +185,9 @@ def test_writer_draws_on_the_copy_in_the_batch_without_reading_the_file(tmp_path
         reference(engine)
     assert reference.files_read == 2
 
-    writer = LandmarkWriter(tmp_path / "out", NAMES, conformal_file=conformal, overlay_size=64, overlay_key="overlay_image")
+    writer = LandmarkWriter(
+        tmp_path / "out", NAMES, conformal_file=conformal, overlay_size=64, overlay_key="overlay_image"
+    )
     writer.reset()
     with monkeypatch.context() as mp:
         mp.setattr(mimtl.io, "load_image", lambda *a, **k: pytest.fail("the film was read again"))
@@ -169,8 +195,10 @@ def test_writer_draws_on_the_copy_in_the_batch_without_reading_the_file(tmp_path
             writer(engine)
     assert writer.files_read == 0
     for name, size, longest in (("wide", (64, 53), 72), ("tall", (28, 64), 90)):
-        with Image.open(tmp_path / "out" / "overlays" / f"{name}_landmarks.png") as im, \
-                Image.open(tmp_path / "ref" / "overlays" / f"{name}_landmarks.png") as ref:  # fmt: skip
+        with (
+            Image.open(tmp_path / "out" / "overlays" / f"{name}_landmarks.png") as im,
+            Image.open(tmp_path / "ref" / "overlays" / f"{name}_landmarks.png") as ref,
+        ):
             assert im.size == ref.size == size
             rgb, ref_rgb = np.asarray(im.convert("RGB")).astype(int), np.asarray(ref.convert("RGB")).astype(int)
         scale, (x, y) = 64 / longest, POINTS[name]

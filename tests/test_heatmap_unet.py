@@ -111,8 +111,9 @@ def test_input_checks():
 def test_torchscript_round_trip(encoder):
     # an ADN of another order scripted first in the same process must not change the decoder's ADNs
     # (TorchScript shares one compiled type between Sequentials whose children differ only in order)
-    other = Convolution(2, 8, 8, act=("relu", {"inplace": True}), norm=("batch", {"eps": 1e-3}), dropout=0.0,
-                        adn_ordering="AND")  # fmt: skip
+    other = Convolution(
+        2, 8, 8, act=("relu", {"inplace": True}), norm=("batch", {"eps": 1e-3}), dropout=0.0, adn_ordering="AND"
+    )
     torch.jit.script(other)
     net = _perturb(HeatmapUNet(3, encoder=encoder, in_channels=1)).eval()
     x = torch.randn(1, 1, 64, 64)
@@ -176,8 +177,12 @@ def test_encoder_from_classification_bundle_checkpoint():
     # RGB stem behind the color module, summed for the gray input
     assert ckpt["backbone.net.stem.1.weight"].shape[1] == 3
     torch.testing.assert_close(enc["stem.1.weight"], ckpt["backbone.net.stem.1.weight"].sum(1, keepdim=True))
-    for key in ["stem.2.running_var", "stages.3.1.dw_conv.weight", "stages.6.0.project_norm.bias",
-                "stages.5.3.expand.1.num_batches_tracked"]:  # fmt: skip
+    for key in [
+        "stem.2.running_var",
+        "stages.3.1.dw_conv.weight",
+        "stages.6.0.project_norm.bias",
+        "stages.5.3.expand.1.num_batches_tracked",
+    ]:
         assert torch.equal(enc[key], ckpt["backbone.net." + key]), key
     # the same through the bundle name, resolved by mimtl.bundle (networks do not resolve bundles)
     by_name = HeatmapUNet(3, in_channels=1, weights=mimtl.bundle.weights_path("bundle:xray_color_classification"))
@@ -253,8 +258,10 @@ def test_torchvision_densenet121_file(tmp_path):
     assert "(604/604 tensors at top level)" in net.encoder_init
     enc = net.encoder.state_dict()
     ref = src.net.state_dict()
-    assert torch.equal(enc["features.denseblock3.denselayer7.layers.conv2.weight"],
-                       ref["features.denseblock3.denselayer7.layers.conv2.weight"])  # fmt: skip
+    assert torch.equal(
+        enc["features.denseblock3.denselayer7.layers.conv2.weight"],
+        ref["features.denseblock3.denselayer7.layers.conv2.weight"],
+    )
     torch.testing.assert_close(enc["features.conv0.weight"], ref["features.conv0.weight"].sum(1, keepdim=True))
 
 

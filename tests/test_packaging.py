@@ -15,21 +15,42 @@ def test_wheel_ships_bundles_and_schema(tmp_path):
     src.mkdir()
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "mimtl", "bundles"):
         copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy
-        copy(REPO / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+        copy(
+            REPO / name,
+            src / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}),
+        )
     make_bundle(src / "bundles")
     run = dict(capture_output=True, text=True, timeout=300)
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(src)], **run)  # fmt: skip
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        **run,
+    )
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "dist").glob("mimtl-*.whl"))
     target = tmp_path / "site"
-    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], **run)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], **run
+    )
     assert installed.returncode == 0, installed.stderr
     probe = (
         "import mimtl, mimtl.bundle as b; "
         "print(mimtl.__file__); print([x.path for x in b.list_bundles()]); print(b.METADATA_SCHEMA.is_file())"
     )
-    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": ""}, **run)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": ""}, **run
+    )
     assert out.returncode == 0, out.stderr
     module, bundles, schema = out.stdout.strip().splitlines()
     assert module.startswith(str(target))

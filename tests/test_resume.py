@@ -142,9 +142,16 @@ def _landmark_data(root: Path) -> Path:
 
 
 def _settings(name: str, datalist: Path, out: Path) -> dict:
-    common = {"dataset_dir": str(datalist.parent), "datalist": str(datalist), "batch_size": 2, "num_workers": 0,
-              "max_epochs": EPOCHS, "checkpoint_every": 3,
-              "ckpt_dir": str(out / "models"), "output_dir": str(out / "eval")}  # fmt: skip
+    common = {
+        "dataset_dir": str(datalist.parent),
+        "datalist": str(datalist),
+        "batch_size": 2,
+        "num_workers": 0,
+        "max_epochs": EPOCHS,
+        "checkpoint_every": 3,
+        "ckpt_dir": str(out / "models"),
+        "output_dir": str(out / "eval"),
+    }
     if name == CLS:  # stage 2 (backbone unfrozen, finetune_lr) starts with epoch 2, the cut one
         return {**common, "image_size": 32, "frozen_epochs": 1}
     # a loss with parameters: learned sigmas (mse), stored with the rest
@@ -160,8 +167,14 @@ def _argv(name: str, settings: dict, *extra: str) -> list[str]:
 
 def _start(spec: dict) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", HELPER, json.dumps(spec)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", HELPER, json.dumps(spec)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -283,8 +296,14 @@ def test_experiment_grid_resumes_inside_a_run(runs, env, tmp_path):
     ref = runs[CLS, "reference"]
     settings = _settings(CLS, env[CLS], tmp_path)
     overrides = {k: v for k, v in settings.items() if k not in ("ckpt_dir", "output_dir")}
-    experiment = {"bundle": CLS, "factors": {"lr": {"id": "learning_rate", "values": [0.001]}}, "seeds": [0],
-                  "metric": "mean_auc", "output_dir": str(tmp_path / "exp"), "overrides": overrides}  # fmt: skip
+    experiment = {
+        "bundle": CLS,
+        "factors": {"lr": {"id": "learning_rate", "values": [0.001]}},
+        "seeds": [0],
+        "metric": "mean_auc",
+        "output_dir": str(tmp_path / "exp"),
+        "overrides": overrides,
+    }
     log = tmp_path / "log.jsonl"
     rc, text = _run({"experiment": experiment, "log": str(log), "kill_at": 7})
     assert rc == -signal.SIGKILL, text[-3000:]

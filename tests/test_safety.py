@@ -41,7 +41,9 @@ ESCAPES = {
     "numpy.load allow_pickle": {"x": "$numpy.load(@path, allow_pickle=True)"},
     "pickle.loads target": {"x": {"_target_": "pickle.loads", "data": "x"}},
     "pickle loads on a runtime value": {"x": "$@pickle_module.loads(@data)"},
-    "PersistentDataset weights_only false": {"x": {"_target_": "PersistentDataset", "data": [], "cache_dir": ".", "weights_only": False}},
+    "PersistentDataset weights_only false": {
+        "x": {"_target_": "PersistentDataset", "data": [], "cache_dir": ".", "weights_only": False}
+    },
     "pickle_module keyword": {"x": {"_target_": "PersistentDataset", "data": [], "pickle_module": "dill"}},
     # imports by name, nested parsers and runners
     "optional_import in $": {"x": "$monai.utils.optional_import('os')[0].system('id')"},
@@ -122,11 +124,20 @@ def test_corpus_size():
     "config",
     [
         {"network_def": {"_target_": "DenseNet121", "spatial_dims": 2, "in_channels": 1, "out_channels": 2}},
-        {"net": {"_target_": "monai.networks.nets.UNet"}, "opt": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"}},
-        {"m": {"_target_": "ignite.metrics.Accuracy"}, "f": {"_target_": "scipy.ndimage.gaussian_filter", "_mode_": "callable"}},
+        {
+            "net": {"_target_": "monai.networks.nets.UNet"},
+            "opt": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"},
+        },
+        {
+            "m": {"_target_": "ignite.metrics.Accuracy"},
+            "f": {"_target_": "scipy.ndimage.gaussian_filter", "_mode_": "callable"},
+        },
         {"device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"},
         {"ckpt": "$@bundle_root + '/models/model.pt'", "n": "$len(@data) // 2"},
-        {"w": "$torch.load(@path, weights_only=True)", "t": {"_target_": "torch.load", "f": "@p", "weights_only": True}},
+        {
+            "w": "$torch.load(@path, weights_only=True)",
+            "t": {"_target_": "torch.load", "f": "@p", "weights_only": True},
+        },
         {"l": "$[i * 2 for i in range(3)]", "f": "$lambda x: [xx['image'].meta for xx in x]"},
         {"net": "$@network_def.to(@device, memory_format=torch.channels_last if @cl else torch.contiguous_format)"},
         {"p": "$list(@network.parameters()) + list(@loss.parameters())", "r": ["$@train::trainer.run()"]},
@@ -141,9 +152,12 @@ def test_ordinary_configs_pass(config):
 
 def _shipped_config_files():
     return sorted(
-        p for b in (REPO / "bundles").iterdir() if (b / "configs").is_dir()
-        for p in (b / "configs").rglob("*") if p.suffix in (".yaml", ".yml", ".json")
-    )  # fmt: skip
+        p
+        for b in (REPO / "bundles").iterdir()
+        if (b / "configs").is_dir()
+        for p in (b / "configs").rglob("*")
+        if p.suffix in (".yaml", ".yml", ".json")
+    )
 
 
 @pytest.mark.parametrize("path", _shipped_config_files(), ids=lambda p: str(p.relative_to(REPO)))

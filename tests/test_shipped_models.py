@@ -33,5 +33,9 @@ def test_shipped_weights_reproduce_metadata_and_readme(name, tmp_path):
 
 def test_headline_figures_did_not_drift():
     """The two figures the READMEs lead with, pinned here too, so a rewrite of metadata.json cannot move them silently."""
-    assert load_bundle("xray_color_classification").metadata["eval_metrics"]["test_mean_auc"] == pytest.approx(0.6526, abs=2e-4)
-    assert load_bundle("xray_landmark_detection").metadata["eval_metrics"]["test_mre"] == pytest.approx(1.4788, abs=2e-4)
+    assert load_bundle("xray_color_classification").metadata["eval_metrics"]["test_mean_auc"] == pytest.approx(
+        0.6526, abs=2e-4
+    )
+    assert load_bundle("xray_landmark_detection").metadata["eval_metrics"]["test_mre"] == pytest.approx(
+        1.4788, abs=2e-4
+    )

@@ -37,8 +37,11 @@ def test_structures_table_is_fetched_and_verified(offline_cache, monkeypatch):
     data = b"group,original_idx,structure,id\norgans,1,spleen,1\n"
     import hashlib
 
-    monkeypatch.setitem(sources.SOURCES, "chest_structures", sources.SourceFile(
-        src.package, src.version, src.member, hashlib.sha256(data).hexdigest(), src.licence))  # fmt: skip
+    monkeypatch.setitem(
+        sources.SOURCES,
+        "chest_structures",
+        sources.SourceFile(src.package, src.version, src.member, hashlib.sha256(data).hexdigest(), src.licence),
+    )
     _fake_wheel(offline_cache / "wheels", src.package, src.version, src.member, data)
     path = fetch("chest_structures")
     assert path.read_bytes() == data and path.parent == offline_cache / "cache"

@@ -188,8 +188,9 @@ def test_reconstruction_network_scripts_and_shares_the_weights(tae):
 def test_a_few_steps_learn_the_permutation_and_the_image():
     """Tiny separable task: 4 images, 4 permutations; 20 Adam steps cut the permutation and the image error."""
     torch.manual_seed(0)
-    net = TileAutoencoder(encoder="efficientnet-lite0", num_permutations=4, latent_channels=16,
-                          decoder_channels=(32, 16, 16, 8, 8))  # fmt: skip
+    net = TileAutoencoder(
+        encoder="efficientnet-lite0", num_permutations=4, latent_channels=16, decoder_channels=(32, 16, 16, 8, 8)
+    )
     loss_fn = TileAELoss()
     g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 96), indexing="ij")
@@ -220,8 +221,12 @@ def test_prepare_batch_hands_the_index_to_the_network_and_both_targets_to_the_lo
     assert torch.equal(target["image"], batch["target"])
     with pytest.raises(KeyError, match="RandTileShuffled"):
         TileAEPrepareBatch()({"image": batch["image"]})
-    decollated = [{"pred": {"recon": torch.ones(1, 2, 2), "perm_logits": torch.tensor([0.0, 1.0])},
-                   "label": {"image": torch.zeros(1, 2, 2), "perm": torch.tensor(1)}}] * 2  # fmt: skip
+    decollated = [
+        {
+            "pred": {"recon": torch.ones(1, 2, 2), "perm_logits": torch.tensor([0.0, 1.0])},
+            "label": {"image": torch.zeros(1, 2, 2), "perm": torch.tensor(1)},
+        }
+    ] * 2
     logits, perm = tile_ae_outputs("perm_logits", "perm", stack=True)(decollated)
     assert logits.shape == (2, 2) and perm.tolist() == [1, 1]
     recon, image = tile_ae_outputs()(decollated)

@@ -15,12 +15,19 @@ from mimtl.data import ERROR_KEY, tolerant_collate
 
 
 def _good(i: int) -> dict:
-    meta = {"filename_or_obj": f"f{i}.png", "original_affine": np.diag([0.5, 0.5, 1.0, 1.0]), "spacing": np.array([0.5, 0.5])}
+    meta = {
+        "filename_or_obj": f"f{i}.png",
+        "original_affine": np.diag([0.5, 0.5, 1.0, 1.0]),
+        "spacing": np.array([0.5, 0.5]),
+    }
     return {"image": MetaTensor(torch.full((1, 4, 4), float(i)), meta=meta), ERROR_KEY: ""}
 
 
 def _failed() -> dict:
-    return {"image": MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": "bad.png"}), ERROR_KEY: "ImageReadError: x"}
+    return {
+        "image": MetaTensor(torch.zeros(1, 4, 4), meta={"filename_or_obj": "bad.png"}),
+        ERROR_KEY: "ImageReadError: x",
+    }
 
 
 def test_good_items_keep_their_metadata_beside_a_placeholder():
@@ -59,8 +66,14 @@ def test_landmark_points_do_not_move_when_a_broken_file_shares_the_batch(tmp_pat
             (films / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
         out = tmp_path / case
         wf = load_bundle("xray_landmark_detection").workflow(
-            "inference", configure_logging=False, input=str(films), output_dir=str(out), overlay=False,
-            pixel_spacing=0.5, num_workers=0, **COLLATE,
+            "inference",
+            configure_logging=False,
+            input=str(films),
+            output_dir=str(out),
+            overlay=False,
+            pixel_spacing=0.5,
+            num_workers=0,
+            **COLLATE,
         )
         wf.initialize()
         try:

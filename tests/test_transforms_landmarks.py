@@ -51,7 +51,11 @@ def test_point_stays_on_its_bright_pixel(name, seed):
     affine = torch.diag(torch.tensor([0.3, 0.5, 1.0, 1.0], dtype=torch.float64))
     affine[0, 3], affine[1, 3] = 12.0, -4.0  # a film with spacing and origin: world != pixels
     chain = Compose(
-        [LandmarksToWorldd("landmarks"), *SPATIAL[name], ApplyTransformToPointsd("landmarks", refer_keys="image", invert_affine=True)]
+        [
+            LandmarksToWorldd("landmarks"),
+            *SPATIAL[name],
+            ApplyTransformToPointsd("landmarks", refer_keys="image", invert_affine=True),
+        ]
     )
     chain.set_random_state(seed)
     out = chain({"image": _film(affine=affine), "landmarks": POINTS + [[math.nan, math.nan]]})
@@ -100,7 +104,9 @@ def test_spacing_from_datalist_or_unknown():
 def test_default_spacing_only_where_the_film_and_datalist_give_none():
     def film(known):
         image = _film()
-        image.meta.update(spacing=np.array([0.2, 0.2]), spacing_known=known, spacing_source="file" if known else "unknown")
+        image.meta.update(
+            spacing=np.array([0.2, 0.2]), spacing_known=known, spacing_source="file" if known else "unknown"
+        )
         return image
 
     set_default = SetPixelSpacingd("image", default=0.1)
@@ -109,7 +115,9 @@ def test_default_spacing_only_where_the_film_and_datalist_give_none():
     assert np.allclose(set_default({"image": film(True)})["image"].meta["spacing"], [0.2, 0.2])  # the file's own
     out = set_default({"image": film(False), "spacing": [0.3, 0.4]})["image"].meta
     assert np.allclose(out["spacing"], [0.3, 0.4]) and out["spacing_source"] == "datalist 'spacing'"
-    assert np.allclose(SetPixelSpacingd("image", default=[0.1, 0.3])({"image": film(False)})["image"].meta["spacing"], [0.1, 0.3])
+    assert np.allclose(
+        SetPixelSpacingd("image", default=[0.1, 0.3])({"image": film(False)})["image"].meta["spacing"], [0.1, 0.3]
+    )
     with pytest.raises(ValueError, match="3 values"):
         SetPixelSpacingd("image", default=[0.1, 0.1, 0.1])({"image": film(False)})
     with pytest.raises(ValueError, match="positive"):
@@ -121,11 +129,13 @@ def test_decode_maps_back_to_the_original_film_and_mm():
     image = _film(shape=(200, 100))
     image.meta.update(original_affine=image.affine.clone(), spacing=np.array([0.1, 0.2]), spacing_known=True)
     truth = torch.tensor([[30.0, 70.0], [151.5, 20.25]], dtype=torch.float64)
-    data = Compose([
-        LandmarksToWorldd("label"),
-        Resized("image", spatial_size=(64, 64)),
-        ApplyTransformToPointsd("label", refer_keys="image", invert_affine=True),
-    ])({"image": image, "label": truth.tolist()})
+    data = Compose(
+        [
+            LandmarksToWorldd("label"),
+            Resized("image", spatial_size=(64, 64)),
+            ApplyTransformToPointsd("label", refer_keys="image", invert_affine=True),
+        ]
+    )({"image": image, "label": truth.tolist()})
     grid = data["label"][0].float()
     data["pred"] = render_heatmaps(grid[None], (64, 64), 2.0)[0]
     out = DecodeLandmarksd("pred", sigma=2.0)(data)

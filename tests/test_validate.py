@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mimtl.data.datalist import list_images, load_datalist
 from mimtl.data.validate import DataValidationError, check_image_file, validate_datalist
 
 
@@ -26,15 +25,27 @@ def files(tmp_path):
     data = np.ones((4, 4, 4), np.float32)
     data[1, 2, 3] = np.nan
     nib.save(nib.Nifti1Image(data, np.eye(4)), nan)
-    return {"good": good, "empty": empty, "truncated": truncated, "wrong": wrong, "nan": nan,
-            "missing": tmp_path / "missing.png"}  # fmt: skip
+    return {
+        "good": good,
+        "empty": empty,
+        "truncated": truncated,
+        "wrong": wrong,
+        "nan": nan,
+        "missing": tmp_path / "missing.png",
+    }
 
 
 @pytest.mark.parametrize(
     "name,reason,deep",
-    [("missing", "does not exist", False), ("empty", "empty", False), ("truncated", "cannot be read", False),
-     ("wrong", "cannot be read", False), ("nan", "NaN", True), ("truncated", "cannot be read", True)],
-)  # fmt: skip
+    [
+        ("missing", "does not exist", False),
+        ("empty", "empty", False),
+        ("truncated", "cannot be read", False),
+        ("wrong", "cannot be read", False),
+        ("nan", "NaN", True),
+        ("truncated", "cannot be read", True),
+    ],
+)
 def test_check_image_file_reasons(files, name, reason, deep):
     assert reason in check_image_file(files[name], deep=deep)
 
@@ -132,7 +143,9 @@ def _validate_on_rank(rank, world, store, cases, out):
     try:
         for items in cases:
             checked = []
-            validate.check_image_file = lambda path, deep=False: checked.append(path) or original(path, deep=deep)
+            validate.check_image_file = lambda path, deep=False, checked=checked: (
+                checked.append(path) or original(path, deep=deep)
+            )
             try:
                 validate.validate_datalist(items, source="list.json", progress=False)
                 error = None

@@ -18,16 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
+from bundle_checks import CKPT_FILES, isolated_environment, mimtl_run, snapshot, write_datalist
 from bundle_checks import COLOR_LABELS as LABELS
 from bundle_checks import COLOR_VECTORS as VECTORS
 from bundle_checks import assert_bundle_untouched as check_untouched
 from bundle_checks import color_film as _film
-from bundle_checks import CKPT_FILES, isolated_environment, snapshot, write_datalist
 from bundle_checks import metrics_csv as _metrics
-from bundle_checks import mimtl_run
 from bundle_checks import rows as _rows
+from PIL import Image
+
 from mimtl.bundle import load_bundle, load_checkpoint
 from mimtl.networks import ColorizedClassifier
 
@@ -153,7 +152,9 @@ def test_multi_gpu_train_switches_stage_on_both_ranks(bundle_runs):
     """multi_gpu_train on 2 gloo processes (the contract checks the rest): both ranks switch stage together."""
     run = bundle_runs.multi_gpu(NAME)
     assert "torch.distributed.run" in run.log and "--nproc_per_node=2" in run.log
-    assert run.log.count("stage 2 from epoch 2") == 2, run.log[-5000:]  # both ranks switch stage together (DDP needs it)
+    assert run.log.count("stage 2 from epoch 2") == 2, run.log[
+        -5000:
+    ]  # both ranks switch stage together (DDP needs it)
     assert run.log.count("Key metric: mean_auc best value") == 2, run.log[-5000:]  # rank 0 only, once per epoch
     _network().load_state_dict(load_checkpoint(run.out / "models" / "model.pt"))
     assert_bundle_untouched(run.before, run.out)
@@ -210,11 +211,21 @@ def test_inference_lists_every_bad_file(trained, data, tmp_path):
     _volume_nifti(folder / "volume.nii.gz")
     _nan_nifti(folder / "nan.nii.gz")
     (folder / "truncated.png").write_bytes(data.tests[2].read_bytes()[:100])
-    expected = {"colour.png": "colour image", "volume.nii.gz": "3D volume", "nan.nii.gz": "NaN",
-                "truncated.png": "truncated"}  # fmt: skip
+    expected = {
+        "colour.png": "colour image",
+        "volume.nii.gz": "3D volume",
+        "nan.nii.gz": "NaN",
+        "truncated.png": "truncated",
+    }
     out = tmp_path / "out"
-    settings = {"dataset_dir": str(data.root), "input": str(folder), "ckpt_path": str(trained.ckpt),
-                "output_dir": str(out), "image_size": 32, "batch_size": 4}  # fmt: skip
+    settings = {
+        "dataset_dir": str(data.root),
+        "input": str(folder),
+        "ckpt_path": str(trained.ckpt),
+        "output_dir": str(out),
+        "image_size": 32,
+        "batch_size": 4,
+    }
     assert _mimtl_run("inference", settings) == 0
     rows = {Path(r["file"]).name: r for r in _rows(out / "predictions.csv")}
     assert len(rows) == len(list(folder.iterdir())) == 6  # nothing skipped silently
@@ -248,8 +259,9 @@ def test_color_module_transfer_to_another_backbone(trained, data, tmp_path, free
     (freeze_color=true, batch-norm statistics included) or tuned (false); the new backbone trains."""
     source = load_checkpoint(trained.ckpt)
     source_color = {k: v for k, v in source.items() if k.startswith("color.")}
-    settings = _settings(data, tmp_path, backbone="resnet18", color_weights=str(trained.ckpt),
-                         freeze_color=freeze_color, frozen_epochs=0)  # fmt: skip
+    settings = _settings(
+        data, tmp_path, backbone="resnet18", color_weights=str(trained.ckpt), freeze_color=freeze_color, frozen_epochs=0
+    )
     init, final = _train_in_process(settings)
     assert any(k.startswith("backbone.net.layer4.") for k in final)  # a ResNet, not the EfficientNet
     assert sorted(k for k in final if k.startswith("color.")) == sorted(source_color)
@@ -289,8 +301,13 @@ def test_experiment_grid(data, tmp_path):
         "experiment::factors::fraction::levels": {
             "100%": {"train_fraction": 1.0, "max_epochs": 1, "frozen_epochs": 1, "val_interval": 1}
         },
-        "experiment::overrides": {"image_size": "@image_size", "dataset_dir": str(data.root),
-                                  "datalist": str(data.datalist), "batch_size": 4, "num_workers": 0},  # fmt: skip
+        "experiment::overrides": {
+            "image_size": "@image_size",
+            "dataset_dir": str(data.root),
+            "datalist": str(data.datalist),
+            "batch_size": 4,
+            "num_workers": 0,
+        },
     }
     assert _mimtl_run("experiment", settings) == 0
     rows = _rows(out / "runs.csv")

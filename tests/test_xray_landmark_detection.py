@@ -18,15 +18,22 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
+from bundle_checks import (
+    CKPT_FILES,
+    assert_bundle_untouched,
+    assert_ok,
+    isolated_environment,
+    mimtl_run,
+    monai_bundle_run,
+    snapshot,
+)
 from bundle_checks import LANDMARK_NAMES as NAMES
 from bundle_checks import LANDMARK_SIZE as SIZE
-from bundle_checks import CKPT_FILES, assert_bundle_untouched, assert_ok, isolated_environment, mimtl_run, monai_bundle_run
 from bundle_checks import landmark_film as _film
 from bundle_checks import landmark_points as _points
 from bundle_checks import rows as _rows
-from bundle_checks import snapshot
+from PIL import Image
+
 from mimtl.bundle import load_bundle, load_checkpoint
 from mimtl.networks import HeatmapUNet
 
@@ -170,9 +177,16 @@ def test_inference_in_mm_when_the_film_has_spacing(trained, data, tmp_path):
     conformal = tmp_path / "conformal.json"
     conformal.write_text(json.dumps({"coverage": 0.9, "unit": "mm", "radius": [1.0, 2.0, 3.0], "n_calibration": 9}))
     out = tmp_path / "out"
-    settings = {"dataset_dir": str(data.root), "input": str(tmp_path / "film.dcm"), "ckpt_path": str(trained.ckpt),
-                "conformal_file": str(conformal), "output_dir": str(out), "image_size": 64, "num_workers": 0,
-                "landmark_names": NAMES}  # fmt: skip
+    settings = {
+        "dataset_dir": str(data.root),
+        "input": str(tmp_path / "film.dcm"),
+        "ckpt_path": str(trained.ckpt),
+        "conformal_file": str(conformal),
+        "output_dir": str(out),
+        "image_size": 64,
+        "num_workers": 0,
+        "landmark_names": NAMES,
+    }
     assert _mimtl_run("inference", settings) == 0
     rows = _rows(out / "landmarks.csv")
     assert {r["unit"] for r in rows} == {"mm"}
@@ -186,14 +200,28 @@ def test_inference_takes_the_spacing_from_a_datalist_or_the_config(trained, data
     """PNGs carry no spacing: a datalist's per-film spacing, or `pixel_spacing`, gives points and radii in mm."""
     conformal = tmp_path / "conformal.json"
     conformal.write_text(json.dumps({"coverage": 0.9, "unit": "mm", "radius": [1.0, 2.0, 3.0], "n_calibration": 9}))
-    common = {"dataset_dir": str(data.root), "ckpt_path": str(trained.ckpt), "conformal_file": str(conformal),
-              "image_size": 64, "num_workers": 0, "overlay": False}  # fmt: skip
+    common = {
+        "dataset_dir": str(data.root),
+        "ckpt_path": str(trained.ckpt),
+        "conformal_file": str(conformal),
+        "image_size": 64,
+        "num_workers": 0,
+        "overlay": False,
+    }
     for name, extra, mm_per_px, source in [
         # the training datalist also names the landmarks (the metadata names the shipped model's 11)
-        ("datalist", {"input": str(data.datalist), "input_split": "test", "datalist": str(data.datalist)}, 0.5,
-         "datalist 'spacing'"),
-        ("config", {"input": str(data.root / "test"), "pixel_spacing": 0.25, "landmark_names": NAMES}, 0.25,
-         "default spacing (config)"),
+        (
+            "datalist",
+            {"input": str(data.datalist), "input_split": "test", "datalist": str(data.datalist)},
+            0.5,
+            "datalist 'spacing'",
+        ),
+        (
+            "config",
+            {"input": str(data.root / "test"), "pixel_spacing": 0.25, "landmark_names": NAMES},
+            0.25,
+            "default spacing (config)",
+        ),
     ]:
         out = tmp_path / name
         assert _mimtl_run("inference", {**common, **extra, "output_dir": str(out)}) == 0
@@ -255,8 +283,10 @@ def test_training_refuses_a_point_outside_its_film(data, tmp_path, capsys):
 
 def test_missing_landmarks_and_unknown_spacing_train_in_px(data, tmp_path, capsys):
     """NaN landmarks are left out of the loss; without spacing the metrics are in px, and said so."""
-    splits = {k: [dict(i, image=str(data.root / i["image"]), spacing=[math.nan, math.nan]) for i in v]
-              for k, v in data.splits.items()}  # fmt: skip
+    splits = {
+        k: [dict(i, image=str(data.root / i["image"]), spacing=[math.nan, math.nan]) for i in v]
+        for k, v in data.splits.items()
+    }
     splits["training"][0]["landmarks"][1] = [None, None]
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"landmark_names": NAMES, **splits}))
@@ -286,18 +316,28 @@ def test_experiment_grid_compares_encoder_initialisations(trained, data, tmp_pat
         "seeds": [0],
         "image_size": 64,
         "pretrain::output": str(trained.ckpt),
-        "experiment::factors::init::levels": {"scratch": {"encoder_weights": None},
-                                              "in-domain": {"encoder_weights": str(trained.ckpt)}},  # fmt: skip
+        "experiment::factors::init::levels": {
+            "scratch": {"encoder_weights": None},
+            "in-domain": {"encoder_weights": str(trained.ckpt)},
+        },
         "experiment::factors::fraction::levels": {"50%": {"train_fraction": 0.5, "max_epochs": 1, "val_interval": 1}},
-        "experiment::overrides": {"image_size": "@image_size", "sigma": 2.0, "dataset_dir": str(data.root),
-                                  "datalist": str(data.datalist), "batch_size": 4, "num_workers": 0},  # fmt: skip
+        "experiment::overrides": {
+            "image_size": "@image_size",
+            "sigma": 2.0,
+            "dataset_dir": str(data.root),
+            "datalist": str(data.datalist),
+            "batch_size": 4,
+            "num_workers": 0,
+        },
     }
     assert _mimtl_run("experiment", settings) == 0
     rows = _rows(out / "runs.csv")
     assert [(r["init"], r["fraction"], r["seed"]) for r in rows] == [("scratch", "50%", "0"), ("in-domain", "50%", "0")]
     for r in rows:
         assert float(r["mre"]) > 0 and 0.0 <= float(r["sdr_2"]) <= float(r["sdr_4"]) <= 1.0
-        metrics = dict(line.split(",") for line in (out / "runs" / r["run"] / "eval" / "metrics.csv").read_text().split())
+        metrics = dict(
+            line.split(",") for line in (out / "runs" / r["run"] / "eval" / "metrics.csv").read_text().split()
+        )
         assert float(metrics["mre"]) == pytest.approx(float(r["mre"]), rel=1e-5)
     md = (out / "results.md").read_text()
     assert "| init | 50% |" in md and "| in-domain |" in md and "sdr_2" in md

@@ -18,12 +18,12 @@ from mimtl.bundle.verify import METADATA_SCHEMA, CheckResult, verify_bundle
 
 __all__ = [
     "BUNDLE_PATH_ENV",
+    "METADATA_SCHEMA",
     "Bundle",
     "BundleError",
     "CheckResult",
     "ConfigKeyError",
     "Finding",
-    "METADATA_SCHEMA",
     "audit_config",
     "audit_config_files",
     "bundle_search_path",

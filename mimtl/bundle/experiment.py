@@ -328,7 +328,11 @@ class PrerequisiteRun:
     """
 
     def __init__(
-        self, bundle: str | os.PathLike, config: str, output: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+        self,
+        bundle: str | os.PathLike,
+        config: str,
+        output: str | os.PathLike,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         from mimtl.bundle.bundle import load_bundle
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigKeyError", "parse_overrides", "check_override_keys"]
+__all__ = ["ConfigKeyError", "check_override_keys", "parse_overrides"]
 
 
 class ConfigKeyError(KeyError):

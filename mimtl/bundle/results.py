@@ -47,9 +47,7 @@ DECIMALS = 4
 
 
 def _evaluate(bundle: Bundle, split: str, out_dir: Path) -> Path:
-    wf = bundle.workflow(
-        "evaluate", configure_logging=False, output_dir=str(out_dir), num_workers=0, eval_split=split
-    )
+    wf = bundle.workflow("evaluate", configure_logging=False, output_dir=str(out_dir), num_workers=0, eval_split=split)
     wf.initialize()
     try:
         wf.run()
@@ -225,5 +223,7 @@ def compare_results(bundle: Bundle, results: Mapping[str, Any]) -> list[str]:
                 problems.append(f"thresholds.{key}: metadata {shipped_t.get(key)}, validation gives {value}")
     readme = (bundle.path / "docs" / "README.md").read_text(encoding="utf-8")
     if render_results(results) not in readme:
-        problems.append("docs/README.md: the results block differs from what evaluate gives (run `mimtl results NAME --write`)")
+        problems.append(
+            "docs/README.md: the results block differs from what evaluate gives (run `mimtl results NAME --write`)"
+        )
     return problems

@@ -57,11 +57,11 @@ from typing import Any
 
 __all__ = [
     "ALLOWED_PACKAGES",
-    "AuditError",
     "DENIED",
     "DENIED_ATTRIBUTES",
-    "Finding",
     "SAFE_BUILTINS",
+    "AuditError",
+    "Finding",
     "audit_bundle",
     "audit_config",
     "audit_config_files",
@@ -82,52 +82,159 @@ EVAL_GLOBALS = {"monai": "monai", "torch": "torch", "np": "numpy", "numpy": "num
 #: Builtins that cannot reach the file system, the network, the interpreter or other objects' internals.
 SAFE_BUILTINS = frozenset(
     {
-        "abs", "all", "any", "bool", "callable", "dict", "divmod", "enumerate", "filter", "float", "frozenset",
-        "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max", "min", "next", "pow", "range",
-        "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip", "None", "True", "False",
+        "abs",
+        "all",
+        "any",
+        "bool",
+        "callable",
+        "dict",
+        "divmod",
+        "enumerate",
+        "filter",
+        "float",
+        "frozenset",
+        "int",
+        "isinstance",
+        "issubclass",
+        "iter",
+        "len",
+        "list",
+        "map",
+        "max",
+        "min",
+        "next",
+        "pow",
+        "range",
+        "repr",
+        "reversed",
+        "round",
+        "set",
+        "slice",
+        "sorted",
+        "str",
+        "sum",
+        "tuple",
+        "zip",
+        "None",
+        "True",
+        "False",
     }
-)  # fmt: skip
+)
 #: Builtins with a named reason (every other name that is not allowed is refused too).
 _BUILTIN_REASONS = {
-    **dict.fromkeys(("getattr", "setattr", "delattr", "hasattr", "vars", "dir"), "reads or writes attributes by a computed name"),
-    **dict.fromkeys(("eval", "exec", "compile", "__import__", "breakpoint", "input", "help"), "runs code or the debugger"),
+    **dict.fromkeys(
+        ("getattr", "setattr", "delattr", "hasattr", "vars", "dir"), "reads or writes attributes by a computed name"
+    ),
+    **dict.fromkeys(
+        ("eval", "exec", "compile", "__import__", "breakpoint", "input", "help"), "runs code or the debugger"
+    ),
     **dict.fromkeys(("globals", "locals"), "reaches the interpreter's namespaces"),
     **dict.fromkeys(("open", "exit", "quit", "print"), "touches files or the process"),
-    **dict.fromkeys(("type", "object", "super", "classmethod", "staticmethod", "property", "memoryview"), "walks or builds classes"),
-}  # fmt: skip
+    **dict.fromkeys(
+        ("type", "object", "super", "classmethod", "staticmethod", "property", "memoryview"), "walks or builds classes"
+    ),
+}
 #: Dotted names (a module, a class or a function, and everything under it) a config may not reach,
 #: though they live in allowed packages: they load code or pickles, spawn processes, download, run
 #: nested configs, or write files whose name and content a config chooses.
 DENIED = (
     # torch: code and pickle loaders, compilers, process spawners, file writers
-    "torch.save", "torch.serialization", "torch.jit", "torch.hub", "torch.package", "torch.ops", "torch.classes",
-    "torch.library", "torch.utils.cpp_extension", "torch.utils.model_zoo", "torch.utils.benchmark",
-    "torch.utils.collect_env", "torch.utils.hipify", "torch.utils.tensorboard", "torch.utils.data.datapipes",
-    "torch.distributed.rpc", "torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launch",
-    "torch.distributed.launcher", "torch.distributed.checkpoint", "torch.multiprocessing", "torch.onnx",
-    "torch.export", "torch.compile", "torch.fx", "torch.from_file",
+    "torch.save",
+    "torch.serialization",
+    "torch.jit",
+    "torch.hub",
+    "torch.package",
+    "torch.ops",
+    "torch.classes",
+    "torch.library",
+    "torch.utils.cpp_extension",
+    "torch.utils.model_zoo",
+    "torch.utils.benchmark",
+    "torch.utils.collect_env",
+    "torch.utils.hipify",
+    "torch.utils.tensorboard",
+    "torch.utils.data.datapipes",
+    "torch.distributed.rpc",
+    "torch.distributed.elastic",
+    "torch.distributed.run",
+    "torch.distributed.launch",
+    "torch.distributed.launcher",
+    "torch.distributed.checkpoint",
+    "torch.multiprocessing",
+    "torch.onnx",
+    "torch.export",
+    "torch.compile",
+    "torch.fx",
+    "torch.from_file",
     # numpy: pickles, raw file writers, ctypes, compilers
-    "numpy.load", "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.savetxt", "numpy.memmap",
-    "numpy.lib.format", "numpy.lib.npyio", "numpy.lib._npyio_impl.load", "numpy.lib._npyio_impl.save",
-    "numpy.lib._npyio_impl.savez", "numpy.lib._npyio_impl.savez_compressed", "numpy.lib._npyio_impl.savetxt",
-    "numpy.ctypeslib", "numpy.f2py", "numpy.distutils", "numpy.testing", "numpy.DataSource", "numpy.ma.load",
-    "numpy.ma.dump", "numpy.ma.dumps", "numpy.ma.core.load", "numpy.ma.core.dump", "numpy.ma.core.dumps",
+    "numpy.load",
+    "numpy.save",
+    "numpy.savez",
+    "numpy.savez_compressed",
+    "numpy.savetxt",
+    "numpy.memmap",
+    "numpy.lib.format",
+    "numpy.lib.npyio",
+    "numpy.lib._npyio_impl.load",
+    "numpy.lib._npyio_impl.save",
+    "numpy.lib._npyio_impl.savez",
+    "numpy.lib._npyio_impl.savez_compressed",
+    "numpy.lib._npyio_impl.savetxt",
+    "numpy.ctypeslib",
+    "numpy.f2py",
+    "numpy.distutils",
+    "numpy.testing",
+    "numpy.DataSource",
+    "numpy.ma.load",
+    "numpy.ma.dump",
+    "numpy.ma.dumps",
+    "numpy.ma.core.load",
+    "numpy.ma.core.dump",
+    "numpy.ma.core.dumps",
     # scipy: file readers/writers of arbitrary formats, ctypes callbacks, downloads
-    "scipy.io", "scipy.LowLevelCallable", "scipy.datasets", "scipy.sparse.save_npz",
+    "scipy.io",
+    "scipy.LowLevelCallable",
+    "scipy.datasets",
+    "scipy.sparse.save_npz",
     # monai: nested configs, imports by name, downloads, pickles, subprocesses, TorchScript
-    "monai.bundle", "monai.apps", "monai.auto3dseg", "monai.fl", "monai.utils.module.optional_import",
-    "monai.utils.module.instantiate", "monai.utils.module.locate", "monai.utils.module.load_submodules",
-    "monai.utils.misc.run_cmd", "monai.utils.misc.save_obj",
-    "monai.data.torchscript_utils", "monai.networks.utils.convert_to_torchscript",
-    "monai.networks.utils.convert_to_onnx", "monai.networks.utils.convert_to_trt", "monai.networks.trt_compiler",
-    "monai.data.LMDBDataset", "monai.data.dataset.LMDBDataset",
+    "monai.bundle",
+    "monai.apps",
+    "monai.auto3dseg",
+    "monai.fl",
+    "monai.utils.module.optional_import",
+    "monai.utils.module.instantiate",
+    "monai.utils.module.locate",
+    "monai.utils.module.load_submodules",
+    "monai.utils.misc.run_cmd",
+    "monai.utils.misc.save_obj",
+    "monai.data.torchscript_utils",
+    "monai.networks.utils.convert_to_torchscript",
+    "monai.networks.utils.convert_to_onnx",
+    "monai.networks.utils.convert_to_trt",
+    "monai.networks.trt_compiler",
+    "monai.data.LMDBDataset",
+    "monai.data.dataset.LMDBDataset",
     # ignite: process launchers
-    "ignite.distributed.launcher", "ignite.distributed.Parallel", "ignite.distributed.utils.spawn",
+    "ignite.distributed.launcher",
+    "ignite.distributed.Parallel",
+    "ignite.distributed.utils.spawn",
     # mimtl: the command line, bundle loaders that run whole configs, the audit itself, downloads
-    "mimtl.cli", "mimtl.__main__", "mimtl.demo", "mimtl.bundle.safety", "mimtl.bundle.verify",
-    "mimtl.bundle.export", "mimtl.bundle.results", "mimtl.bundle.monai_config", "mimtl.bundle.domain", "mimtl.sim.domain_foreign", "mimtl.bundle.bundle.Bundle", "mimtl.bundle.bundle.load_bundle", "mimtl.sim.sources",
-    "mimtl.io.sources", "mimtl.data.sources",
-)  # fmt: skip
+    "mimtl.cli",
+    "mimtl.__main__",
+    "mimtl.demo",
+    "mimtl.bundle.safety",
+    "mimtl.bundle.verify",
+    "mimtl.bundle.export",
+    "mimtl.bundle.results",
+    "mimtl.bundle.monai_config",
+    "mimtl.bundle.domain",
+    "mimtl.sim.domain_foreign",
+    "mimtl.bundle.bundle.Bundle",
+    "mimtl.bundle.bundle.load_bundle",
+    "mimtl.sim.sources",
+    "mimtl.io.sources",
+    "mimtl.data.sources",
+)
 #: Callables accepted only when called with ``weights_only=True`` written out (refused otherwise,
 #: also as a value: ``torch.serialization`` itself is on DENIED).
 WEIGHTS_ONLY = ("torch.load",)
@@ -135,17 +242,64 @@ WEIGHTS_ONLY = ("torch.load",)
 DENIED_ATTRIBUTES = frozenset(
     {
         # interpreter internals reachable without dunders
-        "mro", "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code",
-        "ag_await", "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "f_trace", "tb_frame", "tb_next",
-        "co_code", "co_consts", "func_globals", "func_code", "im_func", "im_self", "modules", "builtins",
+        "mro",
+        "gi_frame",
+        "gi_code",
+        "gi_yieldfrom",
+        "cr_frame",
+        "cr_code",
+        "cr_await",
+        "ag_frame",
+        "ag_code",
+        "ag_await",
+        "f_globals",
+        "f_locals",
+        "f_builtins",
+        "f_back",
+        "f_code",
+        "f_trace",
+        "tb_frame",
+        "tb_next",
+        "co_code",
+        "co_consts",
+        "func_globals",
+        "func_code",
+        "im_func",
+        "im_self",
+        "modules",
+        "builtins",
         # str.format / format_map read attributes named inside the string ('{0.__class__}')
-        "format", "format_map",
+        "format",
+        "format_map",
         # loaders and writers on whatever object a reference turns out to be
-        "load", "loads", "dump", "dumps", "save", "savez", "tofile", "from_file", "load_library", "open",
-        "write_text", "write_bytes", "unlink", "rmdir", "rename", "symlink_to", "hardlink_to", "chmod", "touch",
-        "mkdir", "system", "popen", "spawn", "exec_module", "load_module", "import_module",
+        "load",
+        "loads",
+        "dump",
+        "dumps",
+        "save",
+        "savez",
+        "tofile",
+        "from_file",
+        "load_library",
+        "open",
+        "write_text",
+        "write_bytes",
+        "unlink",
+        "rmdir",
+        "rename",
+        "symlink_to",
+        "hardlink_to",
+        "chmod",
+        "touch",
+        "mkdir",
+        "system",
+        "popen",
+        "spawn",
+        "exec_module",
+        "load_module",
+        "import_module",
     }
-)  # fmt: skip
+)
 #: Reasons MONAI's ``_mode_`` may hold.
 _SAFE_MODES = ("default", "callable")
 #: Keyword arguments that switch a loader to pickles.
@@ -154,12 +308,41 @@ _MISSING = object()
 _REFS = "__local_refs"  # MONAI's ReferenceResolver._vars: what "@id" becomes inside an expression
 _CONSTANT_TYPES: tuple[type, ...] = (int, float, complex, bool, str, bytes, type(None), enum.Enum)
 _ALLOWED_NODES = (
-    ast.Expression, ast.Constant, ast.Name, ast.Load, ast.Store, ast.Attribute, ast.Subscript, ast.Slice,
-    ast.Call, ast.keyword, ast.Starred, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp,
-    ast.List, ast.Tuple, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
-    ast.comprehension, ast.Lambda, ast.arguments, ast.arg, ast.JoinedStr, ast.FormattedValue,
-    ast.operator, ast.unaryop, ast.boolop, ast.cmpop,
-)  # fmt: skip
+    ast.Expression,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.Store,
+    ast.Attribute,
+    ast.Subscript,
+    ast.Slice,
+    ast.Call,
+    ast.keyword,
+    ast.Starred,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.List,
+    ast.Tuple,
+    ast.Set,
+    ast.Dict,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+    ast.comprehension,
+    ast.Lambda,
+    ast.arguments,
+    ast.arg,
+    ast.JoinedStr,
+    ast.FormattedValue,
+    ast.operator,
+    ast.unaryop,
+    ast.boolop,
+    ast.cmpop,
+)
 
 
 class AuditError(RuntimeError):
@@ -344,7 +527,7 @@ def _substitute_refs(text: str) -> str:
 
     text = ReferenceResolver.normalize_id(text)
     for item in sorted(ReferenceResolver.id_matcher.findall(text), key=len, reverse=True):
-        text = text.replace(item, f"{_REFS}['{item[len(ReferenceResolver.ref):]}']")
+        text = text.replace(item, f"{_REFS}['{item[len(ReferenceResolver.ref) :]}']")
     return text
 
 
@@ -592,7 +775,11 @@ def audit_config(config: Any, source: str = "config") -> list[Finding]:
             reasons += _component_reasons(parent) if isinstance(parent, Mapping) else []
         elif name == "_mode_":
             if value not in _SAFE_MODES:
-                reasons = ["'_mode_: debug' starts the pdb debugger" if value == "debug" else f"_mode_ must be one of {_SAFE_MODES}"]
+                reasons = [
+                    "'_mode_: debug' starts the pdb debugger"
+                    if value == "debug"
+                    else f"_mode_ must be one of {_SAFE_MODES}"
+                ]
         elif isinstance(value, str) and value.startswith("$"):
             reasons = audit_expression(value)
         elif isinstance(value, str) and value.startswith("%"):
@@ -671,13 +858,33 @@ def audit_logging_conf(path: str | Path) -> list[Finding]:
         items = dict(parser.items(section))
         if section.startswith("handler_"):
             if items.get("class", "").strip() not in _LOG_HANDLER_CLASSES:
-                findings.append(Finding(str(path), section, items.get("class", ""), "a handler class other than StreamHandler is eval'ed"))
+                findings.append(
+                    Finding(
+                        str(path),
+                        section,
+                        items.get("class", ""),
+                        "a handler class other than StreamHandler is eval'ed",
+                    )
+                )
             if re.sub(r"\s", "", items.get("args", "")) not in _LOG_HANDLER_ARGS:
-                findings.append(Finding(str(path), section, items.get("args", ""), "handler args are eval'ed: only (sys.stdout,) or (sys.stderr,)"))
+                findings.append(
+                    Finding(
+                        str(path),
+                        section,
+                        items.get("args", ""),
+                        "handler args are eval'ed: only (sys.stdout,) or (sys.stderr,)",
+                    )
+                )
             if items.get("kwargs", "").strip() not in ("", "{}"):
                 findings.append(Finding(str(path), section, items["kwargs"], "handler kwargs are eval'ed"))
-        elif section.startswith("formatter_") and items.get("class", "logging.Formatter").strip() != "logging.Formatter":
-            findings.append(Finding(str(path), section, items["class"], "a formatter class other than logging.Formatter is imported"))
+        elif (
+            section.startswith("formatter_") and items.get("class", "logging.Formatter").strip() != "logging.Formatter"
+        ):
+            findings.append(
+                Finding(
+                    str(path), section, items["class"], "a formatter class other than logging.Formatter is imported"
+                )
+            )
     return findings
 
 
@@ -731,7 +938,9 @@ def enforce() -> Iterator[None]:
             if mode not in _SAFE_MODES:
                 reasons.append(f"_mode_ {mode!r}")
             if reasons:
-                raise AuditError(f"refused to instantiate {self.get_id() or '<root>'}: {target!r}: {'; '.join(reasons)}")
+                raise AuditError(
+                    f"refused to instantiate {self.get_id() or '<root>'}: {target!r}: {'; '.join(reasons)}"
+                )
         return instantiate(self, *args, **kwargs)
 
     ConfigExpression.evaluate, ConfigComponent.instantiate = checked_evaluate, checked_instantiate

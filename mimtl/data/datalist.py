@@ -21,8 +21,20 @@ logger = logging.getLogger(__name__)
 
 #: File endings :func:`list_images` picks up (lower case; ``.nii.gz`` counts as one).
 IMAGE_SUFFIXES = (
-    ".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd",
-)  # fmt: skip  (.bmp: the ISBI 2015 cephalometric films)
+    ".dcm",
+    ".dicom",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".nii",
+    ".nii.gz",
+    ".mha",
+    ".mhd",
+    ".nrrd",
+)  # .bmp: the ISBI 2015 cephalometric films
 #: What :func:`list_images` does with a bad file: stop before any work, or pass it on.
 ON_ERROR = ("raise", "keep")
 
@@ -129,8 +141,13 @@ def _check_files(
                     if os.path.commonpath([root, os.path.abspath(full)]) != root:
                         problems.append(f"entry {i} '{k}': {full} is outside the data root {root}")
     if repeated:
-        logger.warning("%s (%s): %d film(s) listed more than once: %s", path, data_list_key, len(repeated),
-                       "; ".join(repeated[:_MAX_LISTED]))
+        logger.warning(
+            "%s (%s): %d film(s) listed more than once: %s",
+            path,
+            data_list_key,
+            len(repeated),
+            "; ".join(repeated[:_MAX_LISTED]),
+        )
     if problems:
         listed = "\n  - ".join(problems[:_MAX_LISTED])
         more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
@@ -461,8 +478,7 @@ def load_datalist(
     path = Path(path)
     content = _read_json(path)
     items = _datalist_items(path, content, data_list_key, base_dir, keys)
-    _check_files(path, content, data_list_key, Path(base_dir) if base_dir is not None else path.parent, keys,
-                 data_root)
+    _check_files(path, content, data_list_key, Path(base_dir) if base_dir is not None else path.parent, keys, data_root)
     names = content.get("labels")
     names = list(names) if isinstance(names, list) else None  # segmentation lists map ids to names
     if num_labels is not None:
@@ -482,8 +498,15 @@ def load_datalist(
         n = len(items)
         count = num_labels if num_labels is not None else (len(names) if names else None)
         items = subsample(items, fraction, seed=fraction_seed, num_labels=count)
-        logger.info("%s: kept %d of %d '%s' items (fraction %g, seed %d)", path, len(items), n, data_list_key,
-                    fraction, fraction_seed)
+        logger.info(
+            "%s: kept %d of %d '%s' items (fraction %g, seed %d)",
+            path,
+            len(items),
+            n,
+            data_list_key,
+            fraction,
+            fraction_seed,
+        )
     return list(validate_datalist(items, keys=keys, source=str(path), deep=deep))
 
 

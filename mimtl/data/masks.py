@@ -147,9 +147,14 @@ def load_segmentation_datalist(
         if orphans:
             raise DataValidationError(_message(orphans, f"'{path}' ({data_list_key})", len(raw)))
     items = load_datalist(
-        path, data_list_key, base_dir=base_dir, keys=(image_key, label_key), deep=deep, fraction=fraction,
+        path,
+        data_list_key,
+        base_dir=base_dir,
+        keys=(image_key, label_key),
+        deep=deep,
+        fraction=fraction,
         fraction_seed=fraction_seed,
-    )  # fmt: skip
+    )
     if not check_masks:
         return items
     allowed = list(values) if values is not None else label_values(path)

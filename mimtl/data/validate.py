@@ -27,8 +27,6 @@ __all__ = ["DataValidationError", "check_image_file", "validate_datalist"]
 _MAX_LISTED = 20
 
 
-
-
 def check_image_file(path: str | os.PathLike, deep: bool = False) -> str | None:
     """Return why ``path`` is not a usable image, or None when it is.
 
@@ -232,7 +230,9 @@ def _problems(
             values = item[key] if isinstance(item[key], (list, tuple)) else [item[key]]
             for value in values:
                 if not isinstance(value, (str, os.PathLike)):
-                    problems.append(f"entry {i} '{key}': {value!r} is not a file path (keys name the keys holding image files)")
+                    problems.append(
+                        f"entry {i} '{key}': {value!r} is not a file path (keys name the keys holding image files)"
+                    )
                     continue
                 reason = check_image_file(value, deep=deep)
                 if reason:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "local_device", "is_main_process", "main_process_only", "cleanup_distributed"]
+__all__ = ["cleanup_distributed", "init_distributed", "is_main_process", "local_device", "main_process_only"]
 
 
 def local_device(prefer_cuda: bool = True) -> torch.device:
@@ -41,8 +41,17 @@ def is_main_process() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def main_process_only(handlers: Sequence, rank0_types: Sequence[str] = ("CheckpointSaver", "StatsHandler",
-                      "TensorBoardStatsHandler", "MLFlowHandler", "ClassificationSaver", "MetricsSaver")) -> list:
+def main_process_only(
+    handlers: Sequence,
+    rank0_types: Sequence[str] = (
+        "CheckpointSaver",
+        "StatsHandler",
+        "TensorBoardStatsHandler",
+        "MLFlowHandler",
+        "ClassificationSaver",
+        "MetricsSaver",
+    ),
+) -> list:
     """Drop checkpoint/log handlers off rank 0, so only one process writes files and logs."""
     if is_main_process():
         return list(handlers)

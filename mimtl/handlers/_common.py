@@ -199,8 +199,11 @@ class OutputWriter:
     # -- events ------------------------------------------------------------------------------------
     def attach(self, engine: Engine) -> None:
         """Reset at ``STARTED``, collect on every iteration, write at ``COMPLETED`` (each once)."""
-        for event, handler in ((Events.STARTED, self.reset), (Events.ITERATION_COMPLETED, self),
-                               (Events.COMPLETED, self.write)):  # fmt: skip
+        for event, handler in (
+            (Events.STARTED, self.reset),
+            (Events.ITERATION_COMPLETED, self),
+            (Events.COMPLETED, self.write),
+        ):
             if not engine.has_event_handler(handler, event):
                 engine.add_event_handler(event, handler)
 

@@ -124,8 +124,12 @@ def _pack_numpy(state: tuple) -> dict:
     name, keys, pos, has_gauss, cached = state
     if name != "MT19937":
         raise TypeError(f"cannot store a numpy {name} random state")
-    return {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}  # fmt: skip
+    return {
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def _unpack_numpy(d: Mapping) -> tuple:
@@ -484,8 +488,11 @@ class ResumableCheckpoint:
             engine.state.dataloader = _ReplayEpoch(
                 engine, engine.state.dataloader, done_in_epoch, ckpt["epoch_rng"], ckpt["rng"], self._transforms
             )
-        where = f"epoch {epochs_done + 1}, iteration {done_in_epoch + 1} of {length}" if done_in_epoch else (
-            f"the end of epoch {epochs_done}")  # fmt: skip
+        where = (
+            f"epoch {epochs_done + 1}, iteration {done_in_epoch + 1} of {length}"
+            if done_in_epoch
+            else (f"the end of epoch {epochs_done}")
+        )
         if epochs_done >= max_epochs:
             logger.warning(f"resume: {self.path} is at the end of the last epoch ({max_epochs}): nothing left to train")
         else:
@@ -516,8 +523,10 @@ class ResumableCheckpoint:
             self._stop(engine)
 
     def _stop(self, engine) -> None:
-        msg = (f"interrupted at epoch {engine.state.epoch} iteration {engine.state.iteration}; checkpoint saved to "
-               f"{self.path}; {RESUME_HINT}")  # fmt: skip
+        msg = (
+            f"interrupted at epoch {engine.state.epoch} iteration {engine.state.iteration}; checkpoint saved to "
+            f"{self.path}; {RESUME_HINT}"
+        )
         self._restore_sigint()
         if _is_main_process():
             print(msg, file=sys.stderr, flush=True)

@@ -142,9 +142,14 @@ class SegmentationWriter(OutputWriter):
         from monai.transforms import SaveImage
 
         SaveImage(
-            output_dir=self.output_dir / "masks", output_postfix="mask", output_ext=".nii.gz", output_dtype=np.uint8,
-            separate_folder=False, print_log=False, resample=False,
-        )(pred)  # fmt: skip
+            output_dir=self.output_dir / "masks",
+            output_postfix="mask",
+            output_ext=".nii.gz",
+            output_dtype=np.uint8,
+            separate_folder=False,
+            print_log=False,
+            resample=False,
+        )(pred)
 
     def _draw(self, name: str, masks: np.ndarray) -> None:
         from monai.transforms import LoadImage

@@ -33,7 +33,7 @@ def _cpu_flag(name: str) -> bool:
     probe = getattr(torch.cpu, name, None)  # private probes of torch.cpu; absent in some builds
     try:
         return bool(probe()) if callable(probe) else False
-    except Exception:  # noqa: BLE001 -- a probe that cannot answer means "not known to be there"
+    except Exception:
         return False
 
 
@@ -49,8 +49,11 @@ def native_bf16(device: str | torch.device) -> tuple[bool, str]:
         ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         return ok, "CUDA device with bf16" if ok else "CUDA device without native bf16"
     if device.type == "cpu":
-        found = [f for f, probe in (("AVX-512 BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
-                 if _cpu_flag(probe)]  # fmt: skip
+        found = [
+            f
+            for f, probe in (("AVX-512 BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+            if _cpu_flag(probe)
+        ]
         if found:
             return True, f"CPU with {' and '.join(found)}"
         return False, f"CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()})"
@@ -105,11 +108,19 @@ class AcceleratedInferer(Inferer):
         device = torch.device(device)
         if device.type not in self._decided:
             if self.amp_dtype == torch.float16:
-                on, why = device.type == "cuda", f"float16 autocast {'on CUDA' if device.type == 'cuda' else 'is for CUDA only'}"
+                on, why = (
+                    device.type == "cuda",
+                    f"float16 autocast {'on CUDA' if device.type == 'cuda' else 'is for CUDA only'}",
+                )
             else:
                 on, why = native_bf16(device)
             self._decided[device.type] = on
-            logger.info("amp=auto: %s autocast %s (%s)", str(self.amp_dtype).replace("torch.", ""), "on" if on else "off, fp32", why)
+            logger.info(
+                "amp=auto: %s autocast %s (%s)",
+                str(self.amp_dtype).replace("torch.", ""),
+                "on" if on else "off, fp32",
+                why,
+            )
         return self._decided[device.type]
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -23,7 +23,9 @@ class MaskedBCEWithLogitsLoss(nn.Module):
     def __init__(self, ignore_value: float = -1.0, pos_weight: torch.Tensor | list[float] | None = None) -> None:
         super().__init__()
         self.ignore_value = float(ignore_value)
-        self.register_buffer("pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32))
+        self.register_buffer(
+            "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape != target.shape:

@@ -62,7 +62,9 @@ def render_heatmaps(points: torch.Tensor, spatial_shape: Sequence[int], sigma: t
     return maps * valid.reshape(batch, num, *([1] * dims)).to(maps.dtype)
 
 
-def _adaptive_wing(pred: torch.Tensor, target: torch.Tensor, alpha: float, omega: float, epsilon: float, theta: float) -> torch.Tensor:
+def _adaptive_wing(
+    pred: torch.Tensor, target: torch.Tensor, alpha: float, omega: float, epsilon: float, theta: float
+) -> torch.Tensor:
     diff = (target - pred).abs()
     power = alpha - target
     ratio = theta / epsilon

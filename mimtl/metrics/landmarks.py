@@ -230,8 +230,12 @@ class _LandmarkMetric(CumulativeIterationMetric):
         if not self.get_not_nans:
             return result
         counted = (~torch.isnan(values)).to(torch.float32)
-        not_nans = counted if reduction == "none" else counted.sum() if reduction == "mean" else counted.sum(
-            0 if reduction == "mean_batch" else 1
+        not_nans = (
+            counted
+            if reduction == "none"
+            else counted.sum()
+            if reduction == "mean"
+            else counted.sum(0 if reduction == "mean_batch" else 1)
         )
         return result, not_nans
 

@@ -63,13 +63,11 @@ _BN: str = "batch"
 def _check_size(x: torch.Tensor, multiple: int, name: str) -> None:
     """Raise a ``ValueError`` unless ``x`` is ``(B, C, H, W)`` with ``H`` and ``W`` multiples of ``multiple``."""
     if x.dim() != 4:
-        raise ValueError("{} expects a (B, C, H, W) tensor, got {} dimensions.".format(name, x.dim()))
+        raise ValueError(f"{name} expects a (B, C, H, W) tensor, got {x.dim()} dimensions.")
     h, w = x.shape[2], x.shape[3]
     if h % multiple != 0 or w % multiple != 0:
         raise ValueError(
-            "{} needs the height and width to be multiples of {}, got {}x{}: resize or pad the image.".format(
-                name, multiple, h, w
-            )
+            f"{name} needs the height and width to be multiples of {multiple}, got {h}x{w}: resize or pad the image."
         )
 
 
@@ -122,14 +120,29 @@ class _ResNetTrunk(nn.Module):
     def __init__(self, in_channels: int, channels: int, num_blocks: int) -> None:
         super().__init__()
         self.stem = Convolution(
-            2, in_channels, channels, strides=2, kernel_size=7, padding=3, adn_ordering="NA", act=_LRELU, norm=_BN,
+            2,
+            in_channels,
+            channels,
+            strides=2,
+            kernel_size=7,
+            padding=3,
+            adn_ordering="NA",
+            act=_LRELU,
+            norm=_BN,
             bias=False,
         )
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.blocks = nn.Sequential(
             *[
                 ResidualUnit(
-                    2, channels, channels, kernel_size=3, subunits=2, adn_ordering="NA", act=_LRELU, norm=_BN,
+                    2,
+                    channels,
+                    channels,
+                    kernel_size=3,
+                    subunits=2,
+                    adn_ordering="NA",
+                    act=_LRELU,
+                    norm=_BN,
                     bias=False,
                 )
                 for _ in range(num_blocks)
@@ -254,8 +267,17 @@ class ColorUNet(nn.Module):
         self.up2 = self._up(2 * c2, c1)
         self.out = nn.Sequential(
             Convolution(
-                2, 2 * c1, c1, strides=2, kernel_size=4, padding=1, output_padding=0, is_transposed=True,
-                adn_ordering="A", act=_LRELU, norm=None,
+                2,
+                2 * c1,
+                c1,
+                strides=2,
+                kernel_size=4,
+                padding=1,
+                output_padding=0,
+                is_transposed=True,
+                adn_ordering="A",
+                act=_LRELU,
+                norm=None,
             ),
             nn.Conv2d(c1, 3, kernel_size=1),
         )
@@ -275,8 +297,17 @@ class ColorUNet(nn.Module):
     def _up(c_in: int, c_out: int) -> nn.Sequential:
         return nn.Sequential(
             Convolution(
-                2, c_in, c_out, strides=2, kernel_size=4, padding=1, output_padding=0, is_transposed=True,
-                adn_ordering="A", act=_LRELU, norm=None,
+                2,
+                c_in,
+                c_out,
+                strides=2,
+                kernel_size=4,
+                padding=1,
+                output_padding=0,
+                is_transposed=True,
+                adn_ordering="A",
+                act=_LRELU,
+                norm=None,
             ),
             Convolution(2, c_out, c_out, kernel_size=3, adn_ordering="A", act=_LRELU, norm=None),
             nn.BatchNorm2d(c_out),
@@ -369,4 +400,3 @@ def color_module(name: str, in_channels: int = 1, **kwargs) -> nn.Module:
     if key not in COLOR_MODULES:
         raise ValueError(f"unknown color module {name!r}, expected one of {sorted(COLOR_MODULES)}.")
     return COLOR_MODULES[key](in_channels=in_channels, **kwargs)
-

@@ -460,7 +460,8 @@ def _raise_or_warn(
         needed = "; all needed" if min_match >= 1 else f"; {min_match:.0%} needed" if min_match > 0 else ""
         raise WeightsError(
             f"cannot load {best.source!r} into {name}: {best.n_loaded}/{best.total} of its tensors matched by "
-            f"{best.match} ({where}{needed}). " + ("; ".join(problems) + ". " if problems else "")
+            f"{best.match} ({where}{needed}). "
+            + ("; ".join(problems) + ". " if problems else "")
             + f"Keys in the file: {_examples(list(state))}."
             + (f" {hint}" if hint else "")
         )

@@ -72,8 +72,12 @@ __all__ = [
 #: Sequence order of every ``"image"`` list in the datalist (the BraTS file suffixes).
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 #: BraTS segmentation labels (label 3 is unused since BraTS 2017).
-BRAIN_LABELS = {0: "background", 1: "necrotic / non-enhancing tumour core", 2: "peritumoral oedema",
-                4: "GD-enhancing tumour"}  # fmt: skip
+BRAIN_LABELS = {
+    0: "background",
+    1: "necrotic / non-enhancing tumour core",
+    2: "peritumoral oedema",
+    4: "GD-enhancing tumour",
+}
 #: Share of HGG cases in the BraTS 2020 training set: 293 HGG and 76 LGG of 369 cases.
 BRATS2020_HGG_FRACTION = 293 / 369
 #: Default share of HGG without enhancement and of LGG with patchy enhancement (see the module doc).
@@ -83,8 +87,14 @@ PHENOTYPES = ("typical", "non-enhancing", "patchy-enhancement")
 #: Top folder of the cases, as in the BraTS 2020 download.
 BRATS_ROOT = "MICCAI_BraTS2020_TrainingData"
 #: Header of BraTS 2020 ``name_mapping.csv``; the Grade column is the classification target.
-NAME_MAPPING_HEADER = ("Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID", "TCGA_TCIA_subject_ID",
-                       "BraTS_2019_subject_ID", "BraTS_2020_subject_ID")  # fmt: skip
+NAME_MAPPING_HEADER = (
+    "Grade",
+    "BraTS_2017_subject_ID",
+    "BraTS_2018_subject_ID",
+    "TCGA_TCIA_subject_ID",
+    "BraTS_2019_subject_ID",
+    "BraTS_2020_subject_ID",
+)
 
 DEFAULT_N = 60
 DEFAULT_SHAPE = (96, 112, 96)
@@ -94,14 +104,14 @@ DEFAULT_SPACING = 2.0
 # matter on T1 = 1. Orderings follow clinical MRI: T1 WM > GM > CSF, T2 CSF > GM > WM, FLAIR as
 # T2 but with CSF nulled; gadolinium shortens T1 only where the blood-brain barrier is broken.
 _SIGNAL = {
-    "csf":       (0.12, 0.28, 0.30, 1.00),
-    "gm":        (0.78, 0.68, 0.70, 0.62),
-    "wm":        (0.58, 1.00, 1.00, 0.42),
-    "oedema":    (1.30, 0.62, 0.64, 0.95),  # vasogenic: more free water, FLAIR/T2 bright
-    "necrosis":  (0.55, 0.30, 0.33, 1.05),  # fluid-like core: dark T1, bright T2, FLAIR partly nulled
+    "csf": (0.12, 0.28, 0.30, 1.00),
+    "gm": (0.78, 0.68, 0.70, 0.62),
+    "wm": (0.58, 1.00, 1.00, 0.42),
+    "oedema": (1.30, 0.62, 0.64, 0.95),  # vasogenic: more free water, FLAIR/T2 bright
+    "necrosis": (0.55, 0.30, 0.33, 1.05),  # fluid-like core: dark T1, bright T2, FLAIR partly nulled
     "enhancing": (0.95, 0.62, 1.65, 0.78),  # leaky vessels of the active rim light up on T1ce
-    "lgg":       (1.15, 0.52, 0.54, 1.00),  # infiltrative non-enhancing tumour
-}  # fmt: skip
+    "lgg": (1.15, 0.52, 0.54, 1.00),  # infiltrative non-enhancing tumour
+}
 
 
 @dataclass(frozen=True)
@@ -197,8 +207,11 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     """Rotation matrix from angles (radians) about x, then y, then z."""
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
-    return (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-            @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))  # fmt: skip
+    return (
+        np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+        @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+        @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    )
 
 
 def _base_warp(rng: np.random.Generator, world: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -402,8 +415,9 @@ def _acquire(rng: np.random.Generator, images: dict[str, np.ndarray], brain: np.
     for b, (name, x) in zip(bias, images.items()):
         x = x[mask] * np.exp(0.1 * b[mask])
         # Rician: the magnitude of a complex signal with Gaussian noise in both channels.
-        noisy = np.hypot(x + sigma * rng.standard_normal(x.shape, np.float32),
-                         sigma * rng.standard_normal(x.shape, np.float32))  # fmt: skip
+        noisy = np.hypot(
+            x + sigma * rng.standard_normal(x.shape, np.float32), sigma * rng.standard_normal(x.shape, np.float32)
+        )
         gain = 1000 * rng.uniform(0.75, 1.3)  # scanners store arbitrary, unstandardised units
         out[name] = np.zeros(shape, np.float32)
         out[name][mask] = noisy * gain
@@ -465,12 +479,21 @@ def _write_case(case: _Case, name: str, affine: np.ndarray, root: Path) -> tuple
         # 16-bit PNGs keep the int16 values of the volume; the seg keeps the BraTS label values.
         png = Image.fromarray(plane.astype(np.uint8 if key == "seg" else np.uint16))
         png.save(root / "slices" / f"{name}_{key}.png")
-    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    rel = lambda p: p.relative_to(root).as_posix()
     item3d = {"image": [rel(paths[m]) for m in MODALITIES], "label": rel(paths["seg"])}
-    item2d = {"image": [f"slices/{name}_{m}.png" for m in MODALITIES], "label": f"slices/{name}_seg.png",
-              "slice": case.slice_z}  # fmt: skip
-    return item3d, item2d, np.stack([_display(case.images[m][:, :, case.slice_z]) for m in ("t1ce", "flair")]
-                                    + [_display(case.seg[:, :, case.slice_z])])  # fmt: skip
+    item2d = {
+        "image": [f"slices/{name}_{m}.png" for m in MODALITIES],
+        "label": f"slices/{name}_seg.png",
+        "slice": case.slice_z,
+    }
+    return (
+        item3d,
+        item2d,
+        np.stack(
+            [_display(case.images[m][:, :, case.slice_z]) for m in ("t1ce", "flair")]
+            + [_display(case.seg[:, :, case.slice_z])]
+        ),
+    )
 
 
 def _name_mapping(names: list[str], grades: list[str]) -> str:

@@ -143,7 +143,7 @@ class _build_lock:
         except ImportError:  # Windows: builds are atomic anyway (written aside, then renamed)
             self._file = None
             return
-        self._file = open(self.path, "w")  # noqa: SIM115  (held until __exit__)
+        self._file = open(self.path, "w")
         fcntl.flock(self._file, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:

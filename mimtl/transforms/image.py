@@ -25,12 +25,12 @@ from mimtl.io.meta import ImageReadError
 
 __all__ = [
     "COLOR_MODES",
+    "LUMINANCE_WEIGHTS",
     "EnsureGrayscale",
-    "EnsureGrayscaled",
     "EnsureGrayscaleD",
     "EnsureGrayscaleDict",
+    "EnsureGrayscaled",
     "ImageFormatError",
-    "LUMINANCE_WEIGHTS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -244,4 +244,3 @@ class EnsureGrayscaled(MapTransform):
 
 
 EnsureGrayscaleD = EnsureGrayscaleDict = EnsureGrayscaled
-

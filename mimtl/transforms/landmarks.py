@@ -37,8 +37,8 @@ from monai.transforms import MapTransform
 from monai.transforms.utils import apply_affine_to_points
 from monai.utils import ImageMetaKey
 
-from mimtl.transforms.heatmaps import LandmarkDecoder
 from mimtl.errors import DataValidationError
+from mimtl.transforms.heatmaps import LandmarkDecoder
 
 __all__ = [
     "OUTSIDE_MODES",

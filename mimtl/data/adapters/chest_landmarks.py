@@ -160,7 +160,7 @@ def _image_size(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     try:
         with Image.open(path) as image:
             return (int(image.size[0]), int(image.size[1])), None
-    except Exception as e:  # noqa: BLE001 -- PIL raises many types for a broken file; the message is what matters
+    except Exception as e:
         return None, f"cannot read the image header ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
 
 

@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from mimtl.io.meta import ImageReadError
-from mimtl.io.jsrt import JSRT_BITS, JSRT_SIZE, JSRT_SPACING_MM, JSRTReader, read_jsrt
 from mimtl.data.adapters._common import (
     check_fraction,
     empty_datalist,
@@ -41,14 +39,16 @@ from mimtl.data.adapters._common import (
     seeded_split,
 )
 from mimtl.data.validate import DataValidationError
+from mimtl.io.jsrt import JSRT_BITS, JSRT_SIZE, JSRT_SPACING_MM, JSRTReader, read_jsrt
+from mimtl.io.meta import ImageReadError
 
 __all__ = [
     "JSRT_BITS",
     "JSRT_SIZE",
     "JSRT_SPACING_MM",
-    "JSRTReader",
     "SCR_LABELS",
     "SCR_STRUCTURES",
+    "JSRTReader",
     "convert_jsrt",
     "jsrt_datalist",
     "read_jsrt",
