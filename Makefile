@@ -9,6 +9,8 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
+# pytest workers (pytest-xdist); the bundle runs are single-threaded subprocesses, so 2 cores take 2
+TEST_WORKERS ?= 2
 
 .PHONY: install data demo test lint bench clean
 
@@ -37,7 +39,7 @@ lint: install
 
 test: install
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 	$(VENV)/bin/mimtl verify --all
 
 bench: install

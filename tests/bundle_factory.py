@@ -49,7 +49,9 @@ transforms:
 train:
   preprocessing: {_target_: Compose, transforms: '@transforms'}
   dataset:
-    _target_: Dataset
+    # cached, as the shipped bundles do: a film the reading chain refuses stops the run before the first epoch
+    _target_: CacheDataset
+    progress: false
     data: {_target_: mimtl.data.datalist.load_datalist, path: '@datalist', data_list_key: training}
     transform: '@train::preprocessing'
   dataloader: {_target_: DataLoader, dataset: '@train::dataset', batch_size: 4, shuffle: true, num_workers: 0}
@@ -75,7 +77,8 @@ validate:
     - {_target_: Activationsd, keys: pred, softmax: true}
     - {_target_: AsDiscreted, keys: [pred, label], argmax: [true, false], to_onehot: '@num_classes'}
   dataset:
-    _target_: Dataset
+    _target_: CacheDataset
+    progress: false
     data: {_target_: mimtl.data.datalist.load_datalist, path: '@datalist', data_list_key: validation}
     transform: '@validate::preprocessing'
   dataloader: {_target_: DataLoader, dataset: '@validate::dataset', batch_size: 4, shuffle: false, num_workers: 0}

@@ -1,11 +1,25 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bundle_factory import make_bundle
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one thread each, also in the runs they start
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests sharing the session's bundle runs (``bundle_runs``) go to one xdist worker, which makes them once."""
+    for item in items:
+        if "bundle_runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("bundle_runs"))
 
 
 @pytest.fixture
