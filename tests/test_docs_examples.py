@@ -448,6 +448,15 @@ CHEAP: dict[tuple[str, str], Callable[[Assets], str]] = {
 
 #: text replaced in an example before it runs, for a cheaper run of the same thing
 REPLACE: dict[tuple[str, str], list[tuple[str, str]]] = {
+    # a fresh rendezvous port: the other pytest worker may run torchrun at the same time
+    (
+        _README_LM,
+        "torchrun --nproc_per_node=2 -m monai.bundle run --config_file \"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']\" --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root .",
+    ): [("torchrun --nproc_per_node", "torchrun --standalone --nproc_per_node")],
+    (
+        _README_CLS,
+        "torchrun --nproc_per_node=2 -m monai.bundle run --config_file \"['configs/common.yaml','configs/train.yaml','configs/multi_gpu_train.yaml']\" --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root .",
+    ): [("torchrun --nproc_per_node", "torchrun --standalone --nproc_per_node")],
     # the same styled builders on a few films (2-5 s of CPU each for a styled film)
     ("docs/simulator.md", "mimtl data demo classification --out demo_cls_oa --n 24 --style other_acquisition"): [
         ("--n 24", "--n 4")
