@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mimtl.data.adapters.chexpert import CHEXPERT_OBSERVATIONS
 from mimtl.sim import drr, findings
 from mimtl.sim.sheet import contact_sheet
 from mimtl.sim.style import FilmSettings, FilmStyle, get_style, process, save_film, settings_record
@@ -53,27 +54,7 @@ __all__ = [
 ]
 
 #: The header of CheXpert's train.csv / valid.csv, in its order.
-CHEXPERT_COLUMNS = (
-    "Path",
-    "Sex",
-    "Age",
-    "Frontal/Lateral",
-    "AP/PA",
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+CHEXPERT_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS)
 #: The classes of the classification demo, in CheXpert's column order (the datalist's "label" order).
 CLASSES = ("No Finding", "Cardiomegaly", "Lung Lesion", "Pleural Effusion")
 #: Default probability of each finding per film (independent, so findings co-occur).
