@@ -33,6 +33,8 @@ __all__ = [
     "cross_validate_variants",
     "default_variants",
     "make_pipeline",
+    "minority_pair",
+    "minority_subset",
     "minority_sweep",
     "summarise",
     "summary_table",
@@ -279,6 +281,54 @@ def summary_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def minority_subset(y: np.ndarray, size: int, seed: int, minority: Any = None) -> np.ndarray:
+    """Row indices of ``y`` that :func:`minority_sweep` keeps at ``(size, seed)``: every case of the other
+    classes and ``size`` cases of ``minority`` (default: the smallest class) drawn without replacement.
+
+    Raises:
+        ValueError: ``size`` larger than the minority class.
+    """
+    y = np.asarray(y)
+    classes, counts = np.unique(y, return_counts=True)
+    minority = classes[int(counts.argmin())].item() if minority is None else minority  # a plain value for messages
+    pool = np.flatnonzero(y == minority)
+    if size > len(pool):
+        raise ValueError(f"minority size {size} exceeds the {len(pool)} cases of class {minority!r}")
+    keep_minor = np.random.default_rng([int(seed), int(size)]).choice(pool, size=int(size), replace=False)
+    return np.sort(np.r_[np.flatnonzero(y != minority), keep_minor])
+
+
+def minority_pair(
+    X: np.ndarray,
+    y: np.ndarray,
+    variants: Mapping[str, VariantSpec],
+    size: int,
+    seed: int,
+    minority: Any = None,
+    ids: Sequence | None = None,
+    n_splits: int = 5,
+    **cv_args: Any,
+) -> list[dict]:
+    """One (size, seed) of :func:`minority_sweep`: the subset, one stratified CV of every variant, one row per fold."""
+    X, y = np.asarray(X), np.asarray(y)
+    ids = list(range(len(y))) if ids is None else list(ids)
+    keep = minority_subset(y, size, seed, minority)
+    results = cross_validate_variants(
+        X[keep],
+        y[keep],
+        variants,
+        ids=[ids[i] for i in keep],
+        n_splits=n_splits,
+        n_repeats=1,
+        seed=int(seed),
+        **cv_args,
+    )
+    return [
+        {"minority_size": int(size), "seed": int(seed), "variant": r.variant, "fold": r.fold, **r.metrics}
+        for r in results
+    ]
+
+
 def minority_sweep(
     X: np.ndarray,
     y: np.ndarray,
@@ -294,36 +344,16 @@ def minority_sweep(
 
     For each size and seed, ``size`` cases of the minority class (default: the smallest) are drawn
     without replacement (every case of the other classes is kept), and one stratified ``n_splits``-fold
-    CV runs every variant on that subset. The subset is drawn before any split, so the test folds hold
-    the reduced prevalence too. Returns one row per (size, seed, variant, fold) with the fold's metrics.
+    CV runs every variant on that subset (:func:`minority_pair`). The subset is drawn before any split,
+    so the test folds hold the reduced prevalence too. Returns one row per (size, seed, variant, fold)
+    with the fold's metrics. :func:`mimtl.engines.feature_experiment.minority_experiment` runs it from
+    a table, resumably, and writes its tables and plot.
 
     Raises:
         ValueError: a size larger than the minority class, or one the CV cannot split.
     """
-    X, y = np.asarray(X), np.asarray(y)
-    ids = list(range(len(y))) if ids is None else list(ids)
-    classes, counts = np.unique(y, return_counts=True)
-    minority = classes[int(counts.argmin())].item() if minority is None else minority  # a plain value for messages
-    pool = np.flatnonzero(y == minority)
     rows: list[dict] = []
     for size in minority_sizes:
-        if size > len(pool):
-            raise ValueError(f"minority size {size} exceeds the {len(pool)} cases of class {minority!r}")
         for seed in seeds:
-            keep_minor = np.random.default_rng([int(seed), int(size)]).choice(pool, size=int(size), replace=False)
-            keep = np.sort(np.r_[np.flatnonzero(y != minority), keep_minor])
-            results = cross_validate_variants(
-                X[keep],
-                y[keep],
-                variants,
-                ids=[ids[i] for i in keep],
-                n_splits=n_splits,
-                n_repeats=1,
-                seed=int(seed),
-                **cv_args,
-            )
-            rows += [
-                {"minority_size": int(size), "seed": int(seed), "variant": r.variant, "fold": r.fold, **r.metrics}
-                for r in results
-            ]
+            rows += minority_pair(X, y, variants, size, seed, minority, ids, n_splits, **cv_args)
     return rows
