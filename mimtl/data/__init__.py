@@ -16,6 +16,7 @@ from mimtl.data.datalist import (
 )
 from mimtl.data.dataset import ERROR_KEY, TolerantDataset, error_reason, tolerant_collate
 from mimtl.data.masks import check_mask, label_values, load_segmentation_datalist
+from mimtl.data.mri_cases import RaiseCaseError, list_mri_cases
 from mimtl.data.validate import DataValidationError, check_image_file, validate_datalist
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "ON_ERROR",
     "DataValidationError",
+    "RaiseCaseError",
     "TolerantDataset",
     "check_image_file",
     "check_labels",
@@ -31,6 +33,7 @@ __all__ = [
     "error_reason",
     "label_values",
     "list_images",
+    "list_mri_cases",
     "load_datalist",
     "load_segmentation_datalist",
     "subsample",

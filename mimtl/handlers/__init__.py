@@ -5,6 +5,7 @@ from mimtl.handlers.checkpoint import AtomicCheckpointSaver
 from mimtl.handlers.classification import ClassificationWriter, GradCAMWriter, resolve_thresholds
 from mimtl.handlers.domain import DomainCheck
 from mimtl.handlers.finetune import StagedFineTuning
+from mimtl.handlers.grading import TumourGradeWriter
 from mimtl.handlers.landmarks import LandmarkReport, LandmarkWriter, load_conformal
 from mimtl.handlers.resume import ResumableCheckpoint, ResumeError, TrainingInterrupted
 from mimtl.handlers.segmentation import SegmentationWriter, cardiothoracic_ratio
@@ -24,6 +25,7 @@ __all__ = [
     "SegmentationWriter",
     "StagedFineTuning",
     "TrainingInterrupted",
+    "TumourGradeWriter",
     "cardiothoracic_ratio",
     "load_conformal",
     "resolve_thresholds",

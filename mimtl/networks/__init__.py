@@ -68,6 +68,7 @@ from mimtl.networks.pretrained import (
     read_state_dict,
 )
 from mimtl.networks.tile_autoencoder import TileAutoencoder, TileAutoencoderReconstruction
+from mimtl.networks.tumour_grader import GradeHead, TumourGrader, load_grade_head, save_grade_head
 from mimtl.networks.weights import (
     get_efficientnet_lite_weights_path,
     load_efficientnet_lite_imagenet,
@@ -97,6 +98,7 @@ __all__ = [
     "EfficientNetLiteEncoder",
     "FeatureDiscriminator",
     "FeatureGenerator",
+    "GradeHead",
     "GrayToRGB",
     "HeatmapUNet",
     "ImageNetResNetEncoder",
@@ -106,6 +108,7 @@ __all__ = [
     "ResNetBackbone",
     "TileAutoencoder",
     "TileAutoencoderReconstruction",
+    "TumourGrader",
     "WeightsError",
     "adapt_input_conv",
     "build_encoder",
@@ -126,7 +129,9 @@ __all__ = [
     "load_color_module",
     "load_efficientnet_lite_imagenet",
     "load_encoder_weights",
+    "load_grade_head",
     "load_pretrained",
     "read_state_dict",
+    "save_grade_head",
     "torchvision_densenet_key",
 ]
