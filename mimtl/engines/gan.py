@@ -14,7 +14,7 @@ the events and the state of ``GanTrainer`` and replaces its iteration:
 Fake labels are drawn from ``fake_label_prior``: ``"batch"`` (the labels of the reals, i.e. the
 training distribution), ``"uniform"`` (balanced classes) or an explicit list of class probabilities.
 The iteration's output holds ``g_loss``, ``d_loss`` and each loss term (``d_adv``, ``d_aux_real``,
-``g_aux_fake``, ...) for :class:`~mimtl.handlers.gan.LossCurveWriter` and ``StatsHandler``.
+``g_aux_fake``, ...) for :class:`~mimtl.handlers.LossCurveWriter` and ``StatsHandler``.
 """
 
 from __future__ import annotations

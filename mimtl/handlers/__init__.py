@@ -7,6 +7,7 @@ from mimtl.handlers.domain import DomainCheck
 from mimtl.handlers.finetune import StagedFineTuning
 from mimtl.handlers.grading import TumourGradeWriter
 from mimtl.handlers.landmarks import LandmarkReport, LandmarkWriter, load_conformal
+from mimtl.handlers.loss_curves import LossCurveWriter
 from mimtl.handlers.resume import ResumableCheckpoint, ResumeError, TrainingInterrupted
 from mimtl.handlers.segmentation import SegmentationWriter, cardiothoracic_ratio
 from mimtl.handlers.tile_ae import ReconstructionWriter
@@ -18,6 +19,7 @@ __all__ = [
     "GradCAMWriter",
     "LandmarkReport",
     "LandmarkWriter",
+    "LossCurveWriter",
     "OutputWriteError",
     "ReconstructionWriter",
     "ResumableCheckpoint",
