@@ -11,10 +11,14 @@ computes fails here.
 
 from __future__ import annotations
 
+import csv
+import re
+
 import pytest
 
 from mimtl.bundle import list_bundles, load_bundle
-from mimtl.bundle.results import compare_results, compute_results
+from mimtl.bundle.results import compare_results, compute_results, evaluate_split, stale_includes
+from mimtl.utils import read_metrics
 
 SHIPPED = sorted(b.name for b in list_bundles() if b.has_weights)
 
@@ -31,10 +35,54 @@ def test_shipped_weights_reproduce_metadata_and_readme(name, tmp_path):
     assert compare_results(bundle, results) == []
 
 
+@pytest.mark.parametrize("name", sorted(b.name for b in list_bundles()))
+def test_readme_includes_are_current(name):
+    """A README block that repeats a generated file (an experiment's table) holds that file's text."""
+    assert stale_includes(load_bundle(name)) == []
+
+
+#: the validation key metric each shipped model was chosen by, and whether higher is better
+KEY_METRIC = {"xray_color_classification": ("mean_auc", True), "xray_landmark_detection": ("mre", False)}
+
+
+def _training_log(name: str) -> list[dict[str, float]]:
+    path = load_bundle(name).path / "docs" / "training_log.csv"
+    assert path.is_file(), f"{name}: the shipped model's training log {path} is missing"
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("name", sorted(KEY_METRIC))
+def test_training_log_is_the_shipped_models(name, tmp_path):
+    """docs/training_log.csv is the log of the run that made models/model.pt.
+
+    Its best epoch (by the validation key metric the checkpoint was chosen by) is the one the README
+    names, with the value it names, and evaluating the shipped weights on the validation split gives
+    that epoch's logged value.
+    """
+    metric, higher = KEY_METRIC[name]
+    bundle = load_bundle(name)
+    log = _training_log(name)
+    assert [int(r["epoch"]) for r in log] == list(range(1, len(log) + 1))
+    best = (max if higher else min)(log, key=lambda r: r[f"val_{metric}"])
+    readme = (bundle.path / "docs" / "README.md").read_text()
+    assert "training_log.csv" in readme
+    if name == "xray_color_classification":
+        assert f"(epoch {int(best['epoch'])}, {best[f'val_{metric}']:.3f})" in readme
+        frozen = next(r for r in log if int(r["epoch"]) == 6)
+        assert f"validation mean AUC {frozen['val_mean_auc']:.3f} at the end of the frozen stage (epoch 6)" in readme
+    else:
+        mentioned = re.search(r"the checkpoint is epoch (\d+)", readme)
+        assert mentioned and int(mentioned.group(1)) == int(best["epoch"]), "README names another checkpoint epoch"
+        assert f"{best[f'val_{metric}']:.2f} after {int(best['epoch'])}" in readme
+    validation = read_metrics(evaluate_split(bundle, "validation", tmp_path / "validation"))
+    assert validation[metric] == pytest.approx(best[f"val_{metric}"], abs=1e-4)
+
+
 def test_headline_figures_did_not_drift():
     """The two figures the READMEs lead with, pinned here too, so a rewrite of metadata.json cannot move them silently."""
     assert load_bundle("xray_color_classification").metadata["eval_metrics"]["test_mean_auc"] == pytest.approx(
-        0.6526, abs=2e-4
+        0.7680, abs=2e-4
     )
     assert load_bundle("xray_landmark_detection").metadata["eval_metrics"]["test_mre"] == pytest.approx(
         1.4788, abs=2e-4

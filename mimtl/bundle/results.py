@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +37,10 @@ __all__ = [
     "RESULTS_START",
     "compare_results",
     "compute_results",
+    "evaluate_split",
     "render_results",
+    "stale_includes",
+    "sync_includes",
     "write_results",
 ]
 
@@ -46,7 +50,8 @@ RESULTS_END = "<!-- mimtl:results:end -->"
 DECIMALS = 4
 
 
-def _evaluate(bundle: Bundle, split: str, out_dir: Path) -> Path:
+def evaluate_split(bundle: Bundle, split: str, out_dir: Path) -> Path:
+    """Run the bundle's evaluate workflow on ``split`` of its default data into ``out_dir``; returns ``out_dir``."""
     wf = bundle.workflow("evaluate", configure_logging=False, output_dir=str(out_dir), num_workers=0, eval_split=split)
     wf.initialize()
     try:
@@ -92,7 +97,7 @@ def compute_results(bundle: Bundle, work_dir: str | os.PathLike | None = None) -
     """
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
-        test_dir = _evaluate(bundle, "test", root / "test")
+        test_dir = evaluate_split(bundle, "test", root / "test")
         metrics = {f"test_{k}": round(v, DECIMALS) for k, v in read_metrics(test_dir).items()}
         summary = None
         if (test_dir / "landmark_summary.json").is_file():
@@ -102,7 +107,7 @@ def compute_results(bundle: Bundle, work_dir: str | os.PathLike | None = None) -
                 metrics["test_conformal_coverage"] = round(float(coverage), DECIMALS)
         thresholds = validation = None
         if "thresholds" in _pred_spec(bundle):
-            val_dir = _evaluate(bundle, "validation", root / "validation")
+            val_dir = evaluate_split(bundle, "validation", root / "validation")
             thresholds = _youden_thresholds(bundle, val_dir)
             validation = {f"validation_{k}": round(v, DECIMALS) for k, v in read_metrics(val_dir).items()}
     return {
@@ -196,7 +201,43 @@ def write_results(bundle: Bundle, results: Mapping[str, Any]) -> list[Path]:
     head, rest = text.split(RESULTS_START, 1)
     _, tail = rest.split(RESULTS_END, 1)
     _write_atomic(readme, head + render_results(results) + tail)
+    sync_includes(bundle)
     return [bundle.meta_file, readme]
+
+
+#: A README block that repeats a generated markdown file of the bundle's docs/ (e.g. an
+#: experiment's results.md), so the README shows the table and cannot drift from it.
+INCLUDE_BLOCK = re.compile(r"<!-- mimtl:include (\S+) -->\n(.*?)<!-- mimtl:include:end -->", re.S)
+
+
+def _included(bundle: Bundle, relative: str) -> str:
+    path = bundle.path / "docs" / relative
+    if not path.is_file():
+        raise BundleError(f"{bundle.path / 'docs' / 'README.md'} includes {relative}, which does not exist in docs/.")
+    return path.read_text(encoding="utf-8").strip() + "\n"
+
+
+def sync_includes(bundle: Bundle) -> bool:
+    """Rewrite every ``<!-- mimtl:include FILE -->`` block of the README with FILE's text; True if it changed."""
+    readme = bundle.path / "docs" / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    new = INCLUDE_BLOCK.sub(
+        lambda m: f"<!-- mimtl:include {m.group(1)} -->\n{_included(bundle, m.group(1))}<!-- mimtl:include:end -->",
+        text,
+    )
+    if new != text:
+        _write_atomic(readme, new)
+    return new != text
+
+
+def stale_includes(bundle: Bundle) -> list[str]:
+    """The README's include blocks whose text is not their file's (empty: all current)."""
+    readme = (bundle.path / "docs" / "README.md").read_text(encoding="utf-8")
+    return [
+        f"docs/README.md: the block of {m.group(1)} differs from the file (run `mimtl results NAME --write`)"
+        for m in INCLUDE_BLOCK.finditer(readme)
+        if m.group(2) != _included(bundle, m.group(1))
+    ]
 
 
 def _pred_spec_of(meta: dict[str, Any]) -> dict[str, Any]:
@@ -226,4 +267,4 @@ def compare_results(bundle: Bundle, results: Mapping[str, Any]) -> list[str]:
         problems.append(
             "docs/README.md: the results block differs from what evaluate gives (run `mimtl results NAME --write`)"
         )
-    return problems
+    return problems + stale_includes(bundle)
