@@ -32,8 +32,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO / "bundles"
 TIMEOUT = 600
-#: what a training run leaves in ckpt_dir: the best model and the resumable training checkpoint
-CKPT_FILES = ["model.pt", "resume.pt"]
+#: what a training run leaves in ckpt_dir: the best model, the resumable training checkpoint, and
+#: the training log (loss and validation metrics per epoch)
+CKPT_FILES = ["model.pt", "resume.pt", "training_log.csv", "training_log.png"]
 SPLITS = {"training": ("train", 8), "validation": ("val", 4), "test": ("test", 4)}
 
 
@@ -218,6 +219,10 @@ class TinyData:
     learn: dict = field(default_factory=dict)
     adapt_copy: Callable[[Path], None] = lambda copy: None  # make a copy of the bundle fit the tiny model
     extras: dict = field(default_factory=dict)  # more for the bundle's own module
+    # (kind, reason) of the bad training files the contract tries (see test_bundle_contract._bad_file)
+    bad_inputs: list = field(
+        default_factory=lambda: [("colour", "is a colour image"), ("volume", "is a 3D volume"), ("nan", "NaN")]
+    )
 
     def settings(self, out: Path, **extra: Any) -> dict:
         """Overrides of a train/evaluate run on the tiny data, every output in ``out``."""
@@ -613,4 +618,82 @@ def tile_ae_pretraining_data(root: Path) -> TinyData:
         out_channels=1,
         export_shapes=[(2, 1, TAE_SIZE, TAE_SIZE), (1, 1, 288, 288)],
         learn={"encoder": "resnet18", "max_epochs": 20, "batch_size": 2, "learning_rate": 0.003, "val_interval": 10},
+    )
+
+
+# -- brain_tumor_acgan_augmentation: a blob tumour in 4 noisy sequences; HGG enhance in a ring, LGG do not
+BRAIN_SHAPE = (24, 24, 16)  # voxels (x, y, z) at BRAIN_VOXEL mm: the bundle's grid, already a multiple of 8
+BRAIN_VOXEL = 4.0
+BRAIN_GRADES = ["LGG", "HGG"]
+
+
+def brain_case(seed: int, hgg: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences (x, y, z, 4: flair, t1, t1ce, t2) and the BraTS seg (0, 1, 2, 4) of one case."""
+    rng = np.random.default_rng(3000 + seed)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in BRAIN_SHAPE], indexing="ij"), -1)
+    centre = np.array(BRAIN_SHAPE) / 2 + rng.uniform(-2, 2, 3)
+    r = np.linalg.norm(grid - centre, axis=-1)
+    radius = rng.uniform(3.5, 4.5)
+    seg = np.zeros(BRAIN_SHAPE, np.uint8)
+    seg[r <= radius + 2] = 2  # oedema
+    seg[r <= radius] = 1  # core
+    if hgg:
+        seg[(r <= radius) & (r > radius - 1.5)] = 4  # enhancing rim
+    brain = np.zeros(BRAIN_SHAPE + (4,), np.float32)
+    brain[2:-2, 2:-2, 1:-1] = 100.0
+    look = {0: [0, 0, 0, 0], 1: [60, -40, -40, 80], 2: [80, -10, 0, 60], 4: [40, -20, 150, 40]}
+    for value, shift in look.items():
+        brain[seg == value] += np.asarray(shift, np.float32)
+    brain += rng.normal(0, 8, brain.shape).astype(np.float32)
+    return brain, seg
+
+
+@tiny_data("brain_tumor_acgan_augmentation")
+def brain_tumour_data(root: Path) -> TinyData:
+    """16 cases (8 train, 4 val, 4 test; half HGG): one 4D NIfTI of the 4 sequences and a BraTS seg each."""
+    import nibabel as nib
+    import torch
+
+    from mimtl.networks.tumour_grader import GradeHead, save_grade_head
+
+    affine = np.diag([BRAIN_VOXEL] * 3 + [1.0])
+    splits, seed = {}, 0
+    for key, (folder, n) in SPLITS.items():
+        (root / folder).mkdir()
+        splits[key] = []
+        for i in range(n):
+            hgg = i % 2 == 1
+            image, seg = brain_case(seed, hgg)
+            name = f"{folder}_{i}"
+            nib.save(nib.Nifti1Image(image, affine), root / folder / f"{name}.nii.gz")
+            (root / "seg").mkdir(exist_ok=True)
+            nib.save(nib.Nifti1Image(seg, affine), root / "seg" / f"{name}_seg.nii.gz")
+            # absolute label path: the contract's bad-input test rewrites the datalist elsewhere
+            grade = BRAIN_GRADES[int(hgg)]
+            item = {"image": f"{folder}/{name}.nii.gz", "label": str(root / "seg" / f"{name}_seg.nii.gz")}
+            splits[key].append({**item, "grade": grade, "grade_label": int(hgg), "name": name})
+            seed += 1
+    # inference needs a grading head on the tiny network's 64 pooled features (init_filters 8)
+    grader = root / "grader.pt"
+    torch.manual_seed(0)
+    save_grade_head(GradeHead(64, 2), grader, class_names=BRAIN_GRADES, info={"pooling": "mask"})
+    # an untrained network's Dice: predicting one tumour class everywhere scores 2a / (1 + a) for a
+    # class of volume share a (< 0.1 here)
+    return TinyData(
+        root=root,
+        datalist=write_datalist(root / "datalist.json", {"grades": BRAIN_GRADES}, **splits),
+        splits=splits,
+        tests=sorted((root / "test").iterdir()),
+        train={"dataset_dir": str(root), "batch_size": 2, "num_workers": 0, "max_epochs": 2},
+        inference={"dataset_dir": str(root), "input": str(root / "test"), "grader_path": str(grader), "num_workers": 0},
+        key_metric="dice",
+        chance=0.2,
+        higher_is_better=True,
+        predictions="grades.csv",
+        rows_per_file=1,
+        out_channels=4,
+        export_shapes=[(1, 4, 24, 24, 16), (2, 4, 16, 16, 8)],
+        learn={"max_epochs": 20, "learning_rate": 0.003},  # test Dice ~0.7 (epoch 20 of a 30-epoch trial: 0.69)
+        bad_inputs=[("missing", "does not exist"), ("empty", "is empty"), ("truncated", "is truncated")],
+        extras={"grader": grader},
     )

@@ -11,7 +11,8 @@ one fails here (it is not skipped). For each bundle:
 4. TorchScript export reloads to the eager network's outputs;
 5. ``verify_bundle`` passes every check (on a copy of the bundle holding the tiny model);
 6. the bundle's own ``models/`` is untouched by all of it (every output goes to a temporary folder);
-7. bad input (a colour image, a 3D volume, a NaN film in the training split) exits 2 naming the file.
+7. bad input (per bundle: a colour image, a 3D volume, a NaN film; a missing, empty or truncated
+   volume) in the training split exits 2 naming the file.
 
 The runs of 1 and 3 are shared (``bundle_runs``) with the bundles' own modules, which keep only the
 checks of their method. Nothing reads the demo data of the user cache.
@@ -100,6 +101,10 @@ def test_monai_bundle_run_train_and_evaluate(bundle_runs, name, data):
     assert f"Epoch: {epochs}/{epochs}" in trained.log, trained.log[-3000:]
     assert f"Key metric: {data.key_metric} best value" in trained.log, trained.log[-3000:]
     assert sorted(p.name for p in trained.ckpt.parent.iterdir()) == CKPT_FILES
+    # the training log: a row per epoch with its mean loss and that epoch's validation key metric
+    log = rows(trained.ckpt.parent / "training_log.csv")
+    assert [int(r["epoch"]) for r in log] == list(range(1, epochs + 1))
+    assert all(float(r["loss"]) >= 0 and r[f"val_{data.key_metric}"] != "" for r in log), log
     _network(name, data).load_state_dict(load_checkpoint(trained.ckpt), strict=True)
     evaluated = bundle_runs.evaluated(name)
     assert data.key_metric in metrics_csv(evaluated.out / "eval")
@@ -190,20 +195,29 @@ def test_verify_bundle_passes_every_check(bundle_copy):
 
 # ---------------------------------------------------------------------------------------- 7. bad input
 def _bad_file(kind: str, good: Path, folder: Path) -> Path:
-    """A file made unusable in one way, from a good training film."""
+    """A file made unusable in one way, from a good training file (a film, or a volume for 3D bundles)."""
+    import nibabel as nib
+
+    if kind == "missing":
+        return folder / "missing.nii.gz"
+    if kind == "empty":
+        path = folder / "empty.nii.gz"
+        path.write_bytes(b"")
+        return path
+    if kind == "truncated":  # an uncompressed NIfTI cut short, as an interrupted copy leaves it
+        path = folder / "truncated.nii"
+        nib.save(nib.load(good), path)
+        path.write_bytes(path.read_bytes()[:-100])
+        return path
     film = np.asarray(Image.open(good))
     if kind == "colour":
         path = folder / "colour.png"
         Image.fromarray(np.stack([film, 255 - film, film // 2], -1)).save(path)
     elif kind == "volume":
-        import nibabel as nib
-
         path = folder / "volume.nii.gz"
         volume = np.random.default_rng(0).random((20, 20, 8)).astype(np.float32)
         nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
     else:
-        import nibabel as nib
-
         path = folder / "nan.nii.gz"
         img = film.T.astype(np.float32)  # NIfTI is x-first
         img[5, 6] = np.nan
@@ -211,9 +225,14 @@ def _bad_file(kind: str, good: Path, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind,reason", [("colour", "is a colour image"), ("volume", "is a 3D volume"), ("nan", "NaN")])
-def test_training_refuses_bad_input_naming_the_file(name, data, tmp_path, capsys, kind, reason):
-    """One bad film among the good ones of the training split: exit 2, the file and why, no traceback."""
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_training_refuses_bad_input_naming_the_file(name, data, tmp_path, capsys, which):
+    """One bad file among the good ones of the training split: exit 2, the file and why, no traceback.
+
+    The kinds are the bundle's (``TinyData.bad_inputs``): a colour image, a 3D volume and a NaN film
+    for the film bundles; a missing, empty and truncated volume for the 3D one.
+    """
+    kind, reason = data.bad_inputs[which]
     splits = {k: [dict(i, image=str(data.root / i["image"])) for i in v] for k, v in data.splits.items()}
     bad = _bad_file(kind, data.root / data.splits["training"][0]["image"], tmp_path)
     splits["training"].insert(3, dict(splits["training"][1], image=str(bad)))

@@ -157,11 +157,61 @@ BENCH = "runs the benchmark suite (minutes) and writes benchmarks/results/ in th
 
 #: examples that cannot run here, each with the reason (file, command without comment | first line of a python block)
 #: why the commands of the bundles without weights are not run here
+BRAIN = (
+    "runs on the 200-case demo brain set or a real BraTS download; the bundle's module runs each workflow on tiny data"
+)
 NO_WEIGHTS = (
     "trains on the whole demo set, or needs the models/model.pt this bundle does not ship yet; "
     "tests/test_bundle_contract.py runs train, evaluate, inference and multi_gpu_train of this bundle on tiny data"
 )
 NOT_RUN: dict[tuple[str, str], str] = {
+    # the brain bundle's commands run on the 200-case demo brain set (its build, 12 epochs of 3D
+    # training, GAN fits over 25 folds); tests/test_brain_tumor_acgan_augmentation.py runs every
+    # workflow (the chain by MONAI's runner, compare on a foreign table, grader, inference,
+    # experiment) on tiny data and tests/test_shipped_models.py evaluates the shipped weights
+    ("bundles/brain_tumor_acgan_augmentation/docs/README.md", "mimtl run brain_tumor_acgan_augmentation run"): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation run --set resume=true",
+    ): BRAIN,
+    ("bundles/brain_tumor_acgan_augmentation/docs/README.md", "mimtl run brain_tumor_acgan_augmentation train"): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation evaluate",
+    ): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation features",
+    ): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation compare",
+    ): BRAIN,
+    ("bundles/brain_tumor_acgan_augmentation/docs/README.md", "mimtl run brain_tumor_acgan_augmentation grader"): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation experiment",
+    ): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation inference --set input=/data/brats_cases --set output_dir=out",
+    ): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation compare --set features=my_features.csv --set label=grade",
+    ): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "python -m monai.bundle run --config_file \"['configs/common.yaml','configs/run.yaml']\" --meta_file configs/metadata.json --logging_file configs/logging.conf --bundle_root .",
+    ): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl data adapt brats /data/MICCAI_BraTS2020_TrainingData --out brats.json",
+    ): BRAIN,
+    (
+        "bundles/brain_tumor_acgan_augmentation/docs/README.md",
+        "mimtl run brain_tumor_acgan_augmentation run --override configs/data/brats.yaml --set datalist=brats.json",
+    ): BRAIN,
     # the T-AE and lung segmentation bundles ship no weights yet: their README commands train on the
     # whole demo set or need models/model.pt; the bundle contract runs each workflow on tiny data
     ("bundles/xray_lung_segmentation/docs/README.md", "mimtl run xray_tile_ae_pretraining train"): NO_WEIGHTS,

@@ -11,6 +11,7 @@ from mimtl.bundle.bundle import (
     load_checkpoint,
     weights_path,
 )
+from mimtl.bundle.chain import WorkflowChain
 from mimtl.bundle.export import export_bundle
 from mimtl.bundle.overrides import ConfigKeyError, check_override_keys, parse_overrides
 from mimtl.bundle.safety import Finding, audit_config, audit_config_files
@@ -24,6 +25,7 @@ __all__ = [
     "CheckResult",
     "ConfigKeyError",
     "Finding",
+    "WorkflowChain",
     "audit_config",
     "audit_config_files",
     "bundle_search_path",

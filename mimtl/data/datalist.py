@@ -15,7 +15,16 @@ from typing import Any
 
 from mimtl.data.validate import DataValidationError, validate_datalist
 
-__all__ = ["IMAGE_SUFFIXES", "ON_ERROR", "check_labels", "datalist_labels", "list_images", "load_datalist", "subsample"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ON_ERROR",
+    "check_labels",
+    "datalist_labels",
+    "list_images",
+    "load_datalist",
+    "split_ids",
+    "subsample",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -424,7 +433,7 @@ def subsample(
 
 def load_datalist(
     path: str | os.PathLike,
-    data_list_key: str = "training",
+    data_list_key: str | Sequence[str] = "training",
     base_dir: str | os.PathLike | None = None,
     keys: Sequence[str] = ("image",),
     deep: bool = False,
@@ -453,7 +462,7 @@ def load_datalist(
 
     Args:
         path: the datalist JSON.
-        data_list_key: the list to read (``"training"``, ``"validation"``, ...).
+        data_list_key: the list to read (``"training"``, ``"validation"``, ...), or several, concatenated in order.
         base_dir: the folder relative paths are relative to (default: the JSON's folder).
         keys: the keys whose values are file paths (resolved and validated).
         deep: decode every file while validating, not only read its header (see
@@ -472,6 +481,13 @@ def load_datalist(
             listed twice in the same split is logged as a warning.
         ValueError: ``fraction`` is not in (0, 1].
     """
+    if isinstance(data_list_key, (list, tuple)):  # several splits, in order (e.g. features of every case)
+        common = dict(base_dir=base_dir, keys=keys, deep=deep, num_labels=num_labels, data_root=data_root)
+        return [
+            item
+            for key in data_list_key
+            for item in load_datalist(path, key, fraction=fraction, fraction_seed=fraction_seed, **common)
+        ]
     fraction = float(fraction)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1] (the share of the training items to keep), got {fraction}.")
@@ -536,3 +552,26 @@ def datalist_labels(
             f"(in the order of the model outputs) or set the names in the config."
         )
     return names
+
+
+def split_ids(path: str | os.PathLike, splits: str | Sequence[str], key: str = "name") -> list[str]:
+    """The ``key`` value (a case id) of every item of ``splits`` of a datalist JSON, in order.
+
+    A bundle config names the cases of a split this way, e.g. the training cases a grading model
+    may see: ``{_target_: mimtl.data.datalist.split_ids, path: '@datalist', splits: [training, validation]}``.
+
+    Raises:
+        DataValidationError: the file is missing or not JSON, a split is missing, or an item has no ``key``.
+    """
+    path = Path(path)
+    content = _read_json(path)
+    ids = []
+    for split in [splits] if isinstance(splits, str) else list(splits):
+        items = content.get(split)
+        if not isinstance(items, list):
+            raise DataValidationError(f"Datalist '{path}' has no \"{split}\" list.")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or key not in item:
+                raise DataValidationError(f"Datalist '{path}' {split} entry {i} has no \"{key}\" (the case id).")
+            ids.append(str(item[key]))
+    return ids

@@ -18,14 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from mimtl.errors import DataValidationError
+
 __all__ = ["FeatureTable", "FeatureTableError", "load_feature_table"]
 
 MISSING = {"", "na", "nan", "n/a", "null", "none", "?"}
 ID_COLUMNS = ("case_id", "id", "case", "subject", "patient_id")
 
 
-class FeatureTableError(ValueError):
-    """A feature table that cannot be used; the message names the file and the column or key."""
+class FeatureTableError(DataValidationError):
+    """A feature table that cannot be used; the message names the file and the column or key.
+
+    A :class:`~mimtl.errors.DataValidationError` (so a ``ValueError``): ``mimtl run`` shows it without a traceback.
+    """
 
 
 @dataclass

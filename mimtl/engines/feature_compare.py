@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mimtl.data.feature_table import load_feature_table
+from mimtl.data.feature_table import FeatureTableError, load_feature_table
 from mimtl.engines.feature_cv import (
     BASELINE,
     VariantSpec,
+    check_class_sizes,
     cross_validate_variants,
     default_variants,
     summarise,
@@ -104,6 +105,11 @@ def compare_feature_table(
             else v
             for k, v in variants.items()
         }
+    try:  # named by the table's own column and class values, before any fitting
+        check_class_sizes(table.labels, n_splits, k_neighbors, variants, label=label)
+    except ValueError as e:
+        raise FeatureTableError(f"{table.source}: {e}") from None
+    failures: dict[str, str] = {}
     results = cross_validate_variants(
         table.features,
         y,
@@ -116,6 +122,7 @@ def compare_feature_table(
         classifier=classifier,
         class_names=names,
         progress=progress,
+        failures=failures,
     )
     out = Path(output_dir)
     metric_names = list(metrics) + [f"recall_{n}" for n in names]
@@ -133,6 +140,8 @@ def compare_feature_table(
     ]
     if table.one_hot:
         lines.append("One-hot encoded: " + json.dumps(table.one_hot))
+    for name, reason in failures.items():
+        lines.append(f"Variant {name} could not run on these data and is left out ({reason})")
     summary = []
     for metric in metric_names:
         rows = summarise(results, metric, n_splits)

@@ -14,6 +14,7 @@ overlap of training sets between folds (the plain paired t-test is over-confiden
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 
 from mimtl.engines.acgan_sampler import ACGANOverSampler, ratio_strategy
 from mimtl.engines.feature_classifier import FeatureMLPClassifier
+from mimtl.errors import DataValidationError
 from mimtl.metrics.grading import grading_metrics
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "summarise",
     "summary_table",
 ]
+
+logger = logging.getLogger(__name__)
 
 BASELINE = "none"
 SAMPLERS = ("random", "smote", "borderline-smote", "adasyn", "acgan", "tac-gan", "projection", "wgan-gp")
@@ -122,16 +126,16 @@ def check_class_sizes(
     """Refuse labels the protocol cannot use, naming the key and the class.
 
     Raises:
-        ValueError: one class only; a class with fewer cases than ``n_splits`` (and fewer than 2); a
+        DataValidationError (a ValueError): one class only; a class with fewer cases than ``n_splits`` (and fewer than 2); a
             class whose training-fold size cannot reach ``k_neighbors + 1`` for a SMOTE-type variant.
     """
     classes, counts = np.unique(y, return_counts=True)
     classes = classes.tolist()  # plain Python values in the messages
     if len(classes) < 2:
-        raise ValueError(f"{label!r} holds one class only ({classes}): grading needs at least 2")
+        raise DataValidationError(f"{label!r} holds one class only ({classes}): grading needs at least 2")
     for c, n in zip(classes, counts):
         if n < max(2, n_splits):
-            raise ValueError(
+            raise DataValidationError(
                 f"{label!r}: class {c!r} has {n} case(s); stratified {n_splits}-fold CV needs at least {max(2, n_splits)}"
             )
     smote_like = [name for name, v in variants.items() if v.sampler in ("smote", "borderline-smote", "adasyn")]
@@ -139,7 +143,7 @@ def check_class_sizes(
         smallest_train = int(counts.min() - math.ceil(counts.min() / n_splits))
         if smallest_train < k_neighbors + 1:
             c = classes[int(counts.argmin())]
-            raise ValueError(
+            raise DataValidationError(
                 f"{label!r}: class {c!r} has {counts.min()} cases, {smallest_train} in a training fold; "
                 f"{', '.join(smote_like)} need at least k_neighbors + 1 = {k_neighbors + 1} (lower k_neighbors or drop them)"
             )
@@ -169,8 +173,13 @@ def cross_validate_variants(
     class_names: Sequence[str] | None = None,
     progress: bool = True,
     pipeline_factory: Callable[..., Any] | None = None,
+    failures: dict[str, str] | None = None,
 ) -> list[FoldResult]:
     """Fit and test every variant on the same repeated stratified folds.
+
+    A variant that fails on a fold (e.g. ADASYN on classes so well separated that a minority case
+    has no majority neighbour) is dropped from every fold, so that the others stay paired on the
+    same folds; the reason is logged and, given a ``failures`` dict, recorded there by variant.
 
     Args:
         X: features (n, d), NaN for missing values (imputed inside each training fold).
@@ -182,6 +191,7 @@ def cross_validate_variants(
         classifier: defaults of :class:`FeatureMLPClassifier` (epochs, hidden, ...).
         class_names: names of the sorted classes (for ``recall_<name>``).
         pipeline_factory: ``(spec, seed) -> pipeline`` replacing :func:`make_pipeline` (tests spy on it).
+        failures: filled with variant -> ``"repeat r fold f: <Error>: <message>"`` for dropped variants.
     """
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, RepeatedStratifiedKFold, StratifiedKFold
@@ -196,23 +206,35 @@ def cross_validate_variants(
     splitter = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
     splits = list(splitter.split(X, y))
     results: list[FoldResult] = []
+    dropped: dict[str, str] = {}
     bar = tqdm(total=len(splits) * len(variants), desc="feature CV", unit="fit", disable=not progress)
     for i, (train, test) in enumerate(splits):
         repeat, fold = divmod(i, n_splits)
         fold_seed = seed * 1000 + i
         for name, spec in variants.items():
+            if name in dropped:
+                bar.update(1)
+                continue
             if pipeline_factory is not None:
                 model = pipeline_factory(spec, fold_seed)
             else:
                 model = make_pipeline(spec, fold_seed, k_neighbors, classifier)
             params: dict = {}
-            if spec.param_grid:
-                inner = StratifiedKFold(n_splits=3, shuffle=True, random_state=fold_seed)
-                search = GridSearchCV(clone(model), spec.param_grid, cv=inner, scoring="balanced_accuracy", refit=True)
-                search.fit(X[train], y[train])
-                model, params = search.best_estimator_, dict(search.best_params_)
-            else:
-                model.fit(X[train], y[train])
+            try:
+                if spec.param_grid:
+                    inner = StratifiedKFold(n_splits=3, shuffle=True, random_state=fold_seed)
+                    search = GridSearchCV(
+                        clone(model), spec.param_grid, cv=inner, scoring="balanced_accuracy", refit=True
+                    )
+                    search.fit(X[train], y[train])
+                    model, params = search.best_estimator_, dict(search.best_params_)
+                else:
+                    model.fit(X[train], y[train])
+            except (ValueError, RuntimeError) as e:  # what samplers raise on data they cannot resample
+                dropped[name] = f"repeat {repeat + 1} fold {fold + 1}: {type(e).__name__}: {e}"
+                logger.warning("variant %s dropped from the comparison: %s", name, dropped[name])
+                bar.update(1)
+                continue
             proba = model.predict_proba(X[test])
             y_idx = np.searchsorted(classes, y[test])
             metrics = grading_metrics(y_idx, proba, names)
@@ -221,7 +243,9 @@ def cross_validate_variants(
             )
             bar.update(1)
     bar.close()
-    return results
+    if failures is not None:
+        failures.update(dropped)
+    return [r for r in results if r.variant not in dropped]
 
 
 def _corrected_t(diffs: np.ndarray, test_fraction: float) -> tuple[float, float]:

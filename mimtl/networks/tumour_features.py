@@ -23,12 +23,14 @@ import torch.nn.functional as F
 from monai.networks.nets import SegResNet
 from torch import nn
 
+from mimtl.errors import DataValidationError
+
 __all__ = ["POOLINGS", "EmptyTumourMaskError", "TumourFeatureExtractor", "tumour_segresnet"]
 
 POOLINGS = ("mask", "global", "both")
 
 
-class EmptyTumourMaskError(ValueError):
+class EmptyTumourMaskError(DataValidationError):
     """A case's tumour mask holds no voxel, so mask pooling has nothing to average."""
 
 
