@@ -19,6 +19,7 @@ import torch
 from imblearn.over_sampling.base import BaseOverSampler
 from torch.utils.data import DataLoader
 
+from mimtl.engines.feature_classifier import quiet_logger
 from mimtl.engines.gan import ConditionalGanTrainer
 from mimtl.losses.feature_gan import ACGANLoss
 from mimtl.networks.feature_gan import FeatureDiscriminator, FeatureGenerator
@@ -98,6 +99,7 @@ def fit_feature_gan(
         train_handlers=handlers,
         seed=seed,
     )
+    trainer.logger = quiet_logger()  # one GAN per fold: keep its per-epoch lines out of the run's log
     trainer.run()
     return g.eval(), d.eval(), trainer
 

@@ -12,6 +12,7 @@ Losses: ``"ce"`` (cross-entropy on logits), ``"weighted"`` (cross-entropy with c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,9 +20,16 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
-__all__ = ["CLASSIFIER_LOSSES", "FeatureMLPClassifier", "balanced_class_weights"]
+__all__ = ["CLASSIFIER_LOSSES", "FeatureMLPClassifier", "balanced_class_weights", "quiet_logger"]
 
 CLASSIFIER_LOSSES = ("ce", "weighted", "focal")
+
+
+def quiet_logger() -> logging.Logger:
+    """The logger of the small inner fits (a fold's MLP, a fold's GAN): warnings only."""
+    logger = logging.getLogger("mimtl.engines.inner_fit")
+    logger.setLevel(logging.WARNING)
+    return logger
 
 
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -124,6 +132,8 @@ class FeatureMLPClassifier(ClassifierMixin, BaseEstimator):
             loss_function=self._loss(y_idx, len(self.classes_)),
             decollate=False,
         )
+        # thousands of such fits run in one comparison: their per-epoch lines would bury the run's log
+        trainer.logger = quiet_logger()
         trainer.run()
         self.network_ = net.eval()
         self.n_features_in_ = X.shape[1]
