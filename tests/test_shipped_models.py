@@ -15,6 +15,7 @@ import csv
 import re
 
 import pytest
+import torch
 
 from mimtl.bundle import list_bundles, load_bundle
 from mimtl.bundle.results import compare_results, compute_results, evaluate_split, stale_includes
@@ -24,7 +25,7 @@ SHIPPED = sorted(b.name for b in list_bundles() if b.has_weights)
 
 
 def test_bundles_with_weights_are_checked():
-    assert {"xray_color_classification", "xray_landmark_detection"} <= set(SHIPPED)
+    assert {"xray_color_classification", "xray_landmark_detection", "brain_tumor_acgan_augmentation"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -42,7 +43,11 @@ def test_readme_includes_are_current(name):
 
 
 #: the validation key metric each shipped model was chosen by, and whether higher is better
-KEY_METRIC = {"xray_color_classification": ("mean_auc", True), "xray_landmark_detection": ("mre", False)}
+KEY_METRIC = {
+    "xray_color_classification": ("mean_auc", True),
+    "xray_landmark_detection": ("mre", False),
+    "brain_tumor_acgan_augmentation": ("dice", True),
+}
 
 
 def _training_log(name: str) -> list[dict[str, float]]:
@@ -67,11 +72,12 @@ def test_training_log_is_the_shipped_models(name, tmp_path):
     best = (max if higher else min)(log, key=lambda r: r[f"val_{metric}"])
     readme = (bundle.path / "docs" / "README.md").read_text()
     assert "training_log.csv" in readme
-    if name == "xray_color_classification":
+    if name != "xray_landmark_detection":
         assert f"(epoch {int(best['epoch'])}, {best[f'val_{metric}']:.3f})" in readme
+    if name == "xray_color_classification":
         frozen = next(r for r in log if int(r["epoch"]) == 6)
         assert f"validation mean AUC {frozen['val_mean_auc']:.3f} at the end of the frozen stage (epoch 6)" in readme
-    else:
+    if name == "xray_landmark_detection":
         mentioned = re.search(r"the checkpoint is epoch (\d+)", readme)
         assert mentioned and int(mentioned.group(1)) == int(best["epoch"]), "README names another checkpoint epoch"
         assert f"{best[f'val_{metric}']:.2f} after {int(best['epoch'])}" in readme
@@ -87,3 +93,41 @@ def test_headline_figures_did_not_drift():
     assert load_bundle("xray_landmark_detection").metadata["eval_metrics"]["test_mre"] == pytest.approx(
         1.5052, abs=2e-4
     )
+
+
+BRAIN = "brain_tumor_acgan_augmentation"
+
+
+def test_brain_features_and_grader_reproduce_the_shipped_files(tmp_path):
+    """docs/features.npz is what the shipped segmentation network extracts (checked on the test
+    split), and models/grader.pt scores those features as docs/grader_metrics.json says."""
+    import json
+
+    import numpy as np
+
+    from mimtl.metrics.grading import grading_metrics
+    from mimtl.networks.tumour_grader import load_grade_head
+
+    bundle = load_bundle(BRAIN)
+    shipped = np.load(bundle.path / "docs" / "features.npz")
+    wf = bundle.workflow("features", configure_logging=False, output_dir=str(tmp_path), feature_splits=["test"])
+    wf.initialize()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    fresh = np.load(tmp_path / "features.npz")
+    rows = {c: i for i, c in enumerate(shipped["case_ids"].tolist())}
+    index = [rows[c] for c in fresh["case_ids"].tolist()]
+    np.testing.assert_array_equal(fresh["features"], shipped["features"][index])
+    np.testing.assert_array_equal(fresh["label"], shipped["label"][index])
+
+    head, info = load_grade_head(bundle.path / "models" / "grader.pt")
+    assert set(info["train_case_ids"]).isdisjoint(fresh["case_ids"].tolist())
+    with torch.no_grad():
+        proba = torch.softmax(head(torch.from_numpy(fresh["features"])), 1).numpy()
+    y = np.searchsorted(info["class_names"], fresh["label"])
+    got = grading_metrics(y, proba, info["class_names"])
+    shipped_metrics = json.loads((bundle.path / "docs" / "grader_metrics.json").read_text())["metrics"]
+    for key, value in shipped_metrics.items():
+        assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key

@@ -427,7 +427,7 @@ def minority_experiment(
     write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
 
     lines = [
-        f"# Minority-size experiment on {table.source}",
+        f"# Minority-size experiment on {Path(table.source).name}",
         "",
         f"{len(y)} cases ({', '.join(f'{n}: {int(c)}' for n, c in zip(names, counts))}), "
         f"{table.features.shape[1]} features. The minority class {names[minority]!r} is subsampled to "

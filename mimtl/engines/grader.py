@@ -155,6 +155,7 @@ def fit_grader(
     if metrics_path is not None:
         from mimtl.utils import replace_atomic
 
-        text = json.dumps(summary, indent=2, default=str) + "\n"
+        # the head's file name, not this machine's path to it: the JSON travels with the bundle
+        text = json.dumps({**summary, "output": Path(output).name}, indent=2, default=str) + "\n"
         replace_atomic(Path(metrics_path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return summary
