@@ -260,3 +260,45 @@ def test_classifier_head_and_generator_export_to_torchscript(tmp_path):
         scripted.save(str(tmp_path / "m.ts"))
         loaded = torch.jit.load(str(tmp_path / "m.ts"))
         torch.testing.assert_close(loaded(*args), net(*args))
+
+
+def _dicom_series(folder: Path, volume: np.ndarray, spacing: float) -> None:
+    """``volume`` (z, y, x) as one MR series of axial slices, uncompressed 16 bit."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True)
+    series, study, frame = generate_uid(), generate_uid(), generate_uid()
+    for z, plane in enumerate(volume.astype(np.uint16)):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = pydicom.uid.MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"{z:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID, ds.InstanceNumber = "MR", "p1", z + 1
+        ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.FrameOfReferenceUID = series, study, frame
+        ds.Rows, ds.Columns = plane.shape
+        ds.PixelSpacing, ds.SliceThickness = [spacing, spacing], spacing
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, spacing * z], [1, 0, 0, 0, 1, 0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = plane.tobytes()
+        ds.save_as(folder / f"{z:03d}.dcm", enforce_file_format=True)
+
+
+def test_inference_reads_a_case_of_dicom_series(bundle_runs, tmp_path):
+    """A case folder with one DICOM series per sequence (as a scanner exports it) gets a grade and a mask."""
+    from bundle_checks import BRAIN_VOXEL, brain_case
+
+    data = bundle_runs.data(NAME)
+    image, _ = brain_case(99, hgg=True)  # (x, y, z, 4)
+    for c, sequence in enumerate(["FLAIR", "T1", "T1ce", "T2"]):  # scanner-style folder names
+        _dicom_series(tmp_path / "cases" / "patient1" / sequence, np.clip(image[..., c], 0, None).T * 10, BRAIN_VOXEL)
+    ckpt = bundle_runs.trained(NAME).ckpt
+    settings = data.inference_settings(ckpt, tmp_path / "out", input=str(tmp_path / "cases"))
+    assert mimtl_run(NAME, "inference", settings) == 0
+    (row,) = rows(tmp_path / "out" / "grades.csv")
+    assert row["file"] == str(tmp_path / "cases" / "patient1") and row["status"] == "ok", row
+    assert row["grade"] in {"HGG", "LGG"} and Path(row["mask"]).is_file()
