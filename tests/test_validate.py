@@ -204,3 +204,16 @@ def test_check_data_cli_reads_headers_unless_deep(files, tmp_path, capsys):
     assert main(["check-data", datalist, "--shallow"]) == 0  # the former flag still works (the default now)
     assert main(["check-data", datalist, "--deep"]) == 1
     assert "nan.nii.gz contains 1 NaN/Inf values" in capsys.readouterr().err
+
+
+def test_a_cut_uncompressed_nifti_is_truncated_by_its_header(tmp_path):
+    """An interrupted copy of a .nii: the file is shorter than the voxel offset plus the voxels."""
+    import nibabel as nib
+
+    from mimtl.data.validate import check_image_file
+
+    path = tmp_path / "case.nii"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 4), np.float32), np.eye(4)), path)
+    assert check_image_file(path) is None
+    path.write_bytes(path.read_bytes()[:-100])
+    assert check_image_file(path).startswith("is truncated")

@@ -153,7 +153,9 @@ def _nifti_header(p: Path) -> str | None:
         return "holds no pixels"
     if not p.name.lower().endswith(".gz"):
         header = img.header
-        expected = int(header.get("vox_offset", 0)) + math.prod(shape) * header.get_data_dtype().itemsize
+        # where the voxels start: the array proxy knows (the header's vox_offset can read 0 for a .nii)
+        offset = int(getattr(img.dataobj, "offset", 0) or header.get("vox_offset", 0))
+        expected = offset + math.prod(shape) * header.get_data_dtype().itemsize
         if p.stat().st_size < expected:
             return f"is truncated ({p.stat().st_size} bytes, its header promises {expected})"
     return None
