@@ -302,7 +302,7 @@ def test_compare_on_a_users_table_writes_the_tables(tmp_path):
     assert csv_rows[0].startswith("variant,metric,n,mean") and len(csv_rows) == 1 + 3 * 6  # 3 variants x 6 metrics
     assert len((out / "folds.csv").read_text().splitlines()) == 1 + 3 * 3
     quality = json.loads((out / "feature_quality.json").read_text())
-    assert set(quality["per_class"]) == {"0", "1"} and (out / "feature_pca.png").is_file()
+    assert set(quality["acgan"]["per_class"]) == {"0", "1"} and (out / "feature_pca_acgan.png").is_file()
 
 
 def test_compare_command_exits_2_on_a_bad_table(tmp_path, capsys):
