@@ -12,6 +12,7 @@ computes fails here.
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pytest
@@ -81,6 +82,11 @@ def test_training_log_is_the_shipped_models(name, tmp_path):
         mentioned = re.search(r"the checkpoint is epoch (\d+)", readme)
         assert mentioned and int(mentioned.group(1)) == int(best["epoch"]), "README names another checkpoint epoch"
         assert f"{best[f'val_{metric}']:.2f} after {int(best['epoch'])}" in readme
+        radii = json.loads((bundle.path / "models" / "conformal.json").read_text())["radius"]
+        assert (
+            f"radii\n{min(radii):.2f}-{max(radii):.2f} mm" in readme
+            or f"radii {min(radii):.2f}-{max(radii):.2f} mm" in readme
+        )
     validation = read_metrics(evaluate_split(bundle, "validation", tmp_path / "validation"))
     assert validation[metric] == pytest.approx(best[f"val_{metric}"], abs=1e-4)
 
@@ -101,8 +107,6 @@ BRAIN = "brain_tumor_acgan_augmentation"
 def test_brain_features_and_grader_reproduce_the_shipped_files(tmp_path):
     """docs/features.npz is what the shipped segmentation network extracts (checked on the test
     split), and models/grader.pt scores those features as docs/grader_metrics.json says."""
-    import json
-
     import numpy as np
 
     from mimtl.metrics.grading import grading_metrics
@@ -121,6 +125,10 @@ def test_brain_features_and_grader_reproduce_the_shipped_files(tmp_path):
     index = [rows[c] for c in fresh["case_ids"].tolist()]
     np.testing.assert_array_equal(fresh["features"], shipped["features"][index])
     np.testing.assert_array_equal(fresh["label"], shipped["label"][index])
+    grades, counts = np.unique(shipped["label"], return_counts=True)
+    readme = (bundle.path / "docs" / "README.md").read_text()
+    assert f"builds {len(shipped['label'])} cases" in readme
+    assert "; ".join(f"{n} {g}" for g, n in zip(grades.tolist(), counts.tolist())) in readme  # "159 HGG; 41 LGG"
 
     head, info = load_grade_head(bundle.path / "models" / "grader.pt")
     assert set(info["train_case_ids"]).isdisjoint(fresh["case_ids"].tolist())
