@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,20 @@ def main_process_only(
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group if one was joined."""
-    if dist.is_initialized():
+    """Leave the process group if one was joined, after the ranks meet.
+
+    Without the meeting, a rank that leaves while another still reads from it over gloo can
+    abort that one's exit ("terminate called without an active exception", seen under load). A
+    rank that already failed does not come: the others then leave after the timeout.
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass  # a rank is gone: nothing to wait for
+    finally:
         dist.destroy_process_group()
