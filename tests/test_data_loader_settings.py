@@ -67,3 +67,51 @@ def test_inference_loader_with_a_gpu(name, monkeypatch):
 def test_an_explicit_worker_count_wins(name):
     parser = mimtl.load_bundle(name).parser("inference", num_workers=3)
     assert parser.get_parsed_content("num_workers") == 3
+
+
+def test_prefetch_starts_the_next_batch_before_handing_out_the_current():
+    from mimtl.data.loader import prefetch
+
+    events = []
+    out = []
+    for batch in prefetch(range(3), start=lambda b: events.append(f"start {b}") or b, finish=lambda b: f"ready {b}"):
+        events.append(f"use {batch}")
+        out.append(batch)
+    assert out == ["ready 0", "ready 1", "ready 2"]
+    assert events == ["start 0", "start 1", "use ready 0", "start 2", "use ready 1", "use ready 2"]
+    assert list(prefetch([], start=lambda b: b)) == []
+
+
+def test_prefetch_loader_is_the_plain_loader_off_cuda(monkeypatch):
+    """On a CPU (or a CUDA device name without CUDA) the batches are MONAI DataLoader's, unmoved."""
+    from monai.data import DataLoader
+
+    from mimtl.data.loader import PrefetchDataLoader
+
+    data = [{"image": torch.full((1, 2, 2), float(i)), "name": f"f{i}"} for i in range(5)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cpu", "cuda"):
+        loader = PrefetchDataLoader(data, device=device, batch_size=2)
+        assert isinstance(loader, DataLoader) and len(loader) == 3 and not loader.copies_ahead
+        batches = list(loader)
+        assert [b["name"] for b in batches] == [["f0", "f1"], ["f2", "f3"], ["f4"]]
+        assert torch.equal(batches[2]["image"], data[4]["image"][None]) and batches[0]["image"].device.type == "cpu"
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_prefetches_on_the_network_device(name, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    parser = mimtl.load_bundle(name).parser("inference")
+    assert parser.get("dataloader")["_target_"] == "mimtl.data.loader.PrefetchDataLoader"
+    assert parser.get("dataloader")["device"] == "@device"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="copies on a CUDA stream need a GPU")
+def test_prefetch_loader_copies_images_to_the_gpu():
+    from mimtl.data.loader import PrefetchDataLoader
+
+    data = [{"image": torch.full((1, 2, 2), float(i)), "meta": torch.tensor(i)} for i in range(5)]
+    loader = PrefetchDataLoader(data, device="cuda", batch_size=2, pin_memory=True)
+    batches = list(loader)
+    assert all(b["image"].is_cuda and not b["meta"].is_cuda for b in batches)
+    assert torch.equal(torch.cat([b["image"] for b in batches]).cpu(), torch.stack([d["image"] for d in data]))
