@@ -321,3 +321,29 @@ def test_lung_segmentation_bundle_robustness_config(tmp_path):
     # the config lists every corruption and severity, so --set can narrow them
     config = yaml.safe_load((bundle_dir / "configs" / "robustness.yaml").read_text())["robustness"]
     assert tuple(config["corruptions"]) == ALL_CORRUPTIONS and config["severities"] == [1, 2, 3, 4, 5]
+
+
+def test_unseen_set_is_scored_clean_and_reported(films, tmp_path):
+    """An unseen set (here disks darker than the threshold: another 'acquisition') is scored on its
+    own cases, clean, and reported beside the test split's figures."""
+    unseen = make_films(tmp_path / "unseen", n=4, low=20, high=110)  # the disk is below 0.5 on this "scanner"
+    out = tmp_path / "out"
+    evaluation = RobustnessEvaluation(
+        films,
+        predictor=threshold,
+        preprocessing=unit_range(),
+        sigmoid=False,
+        corruptions=("gaussian_noise",),
+        severities=(1,),
+        n_bootstrap=50,
+        output_dir=out,
+        progress=False,
+        unseen=unseen,
+    )
+    s = evaluation.run()["models"]["model"]
+    assert s["clean_dice"]["mean"] == pytest.approx(1.0)
+    assert s["unseen_dice"]["mean"] == pytest.approx(0.0)  # a real drop, measured on the unseen cases
+    assert s["unseen_hd95"]["mean"] > 0
+    rows = list(csv.DictReader((out / "robustness_cases.csv").open()))
+    assert len([r for r in rows if r["corruption"] == "unseen"]) == 4
+    assert "unseen Dice" in (out / "robustness.md").read_text()

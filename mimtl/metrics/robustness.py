@@ -53,12 +53,14 @@ from tqdm import tqdm
 
 from mimtl.transforms.corruptions import CORRUPTIONS, SEVERITIES, Corrupt
 
-__all__ = ["CLEAN", "RobustnessEvaluation", "bootstrap_interval", "mean_corruption_error"]
+__all__ = ["CLEAN", "UNSEEN", "RobustnessEvaluation", "bootstrap_interval", "mean_corruption_error"]
 
 logger = logging.getLogger(__name__)
 
 #: The corruption name of the clean split in tables (severity 0).
 CLEAN = "clean"
+#: the table name of the unseen set's cell (clean films of another acquisition or data set)
+UNSEEN = "unseen"
 _MODES = ("multilabel", "multiclass")
 
 
@@ -137,6 +139,9 @@ class RobustnessEvaluation:
             ``"multiclass"``: argmax over channels, channel 0 background.
         sigmoid, threshold: see ``mode``.
         corruptions, severities: what to evaluate (default all 17 x 1..5).
+        unseen: a second datalist (path or list) the models never saw, e.g. films of another
+            acquisition or another data set: evaluated clean, reported as "unseen" Dice and HD95;
+            ``unseen_split`` is read from it.
         seed: corruption seed (:func:`~mimtl.transforms.corruptions.corruption_rng`) and bootstrap seed.
         batch_size: films per forward.
         n_bootstrap, confidence: bootstrap replicates and interval level.
@@ -177,6 +182,8 @@ class RobustnessEvaluation:
         output_dir: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         progress: bool = True,
+        unseen: Any = None,
+        unseen_split: str = "test",
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}; got {mode!r}.")
@@ -205,6 +212,8 @@ class RobustnessEvaluation:
                 f"baseline {baseline!r} is neither a model of this run ({', '.join(self.models)}) nor a file."
             )
         self.items = _load_datalist(datalist, split, base_dir)
+        self.unseen_items = None if unseen is None else _load_datalist(unseen, unseen_split, None)
+        self.unseen_ids: list[str] = []
         self.baseline, self.baseline_model = baseline, baseline_model
         self.image_key, self.label_key, self.spacing_key = image_key, label_key, spacing_key
         self.preprocessing = preprocessing or Compose(
@@ -233,9 +242,9 @@ class RobustnessEvaluation:
         return model
 
     # ------------------------------------------------------------------ data
-    def _load(self) -> tuple[list[str], list[torch.Tensor], torch.Tensor, list[Any]]:
+    def _load(self, items: list[dict] | None = None) -> tuple[list[str], list[torch.Tensor], torch.Tensor, list[Any]]:
         ids, images, labels, spacings = [], [], [], []
-        for k, item in enumerate(self.items):
+        for k, item in enumerate(self.items if items is None else items):
             missing = [key for key in (self.image_key, self.label_key) if not item.get(key)]
             if missing:
                 raise ValueError(
@@ -325,25 +334,46 @@ class RobustnessEvaluation:
         for cell in tqdm(self.cells(), desc="robustness", disable=not self.progress):
             inputs, references = self._corrupted(images, labels, ids, *cell)  # once, for all models
             for model_name, model in self.models.items():
-                dice, hd = [], []
-                for start in range(0, len(ids), self.batch_size):
-                    out = self._predict(model, inputs[start : start + self.batch_size])
-                    n = n_channels.setdefault(model_name, out.shape[1] - (self.mode == "multiclass"))
-                    pred = self._discrete(out, n)
-                    ref = self._reference(references[start : start + self.batch_size], n)
-                    d, h = self._scores(pred, ref, spacings[start : start + self.batch_size])
-                    dice.append(d)
-                    hd.append(h)
-                results[model_name][cell] = {"dice": np.concatenate(dice), "hd95": np.concatenate(hd)}
+                results[model_name][cell] = self._score_model(
+                    model, model_name, inputs, references, spacings, n_channels
+                )
+        if self.unseen_items is not None:
+            ids, images, labels, spacings = self._load(self.unseen_items)
+            self.unseen_ids = ids
+            inputs = torch.stack(images)
+            for model_name, model in self.models.items():
+                scores = self._score_model(model, model_name, inputs, labels, spacings, n_channels)
+                results[model_name][(UNSEEN, 0)] = scores
         return results
+
+    def _score_model(
+        self,
+        model: Callable,
+        model_name: str,
+        inputs: torch.Tensor,
+        references: torch.Tensor,
+        spacings: list[Any],
+        n_channels: dict[str, int],
+    ) -> dict[str, np.ndarray]:
+        dice, hd = [], []
+        for start in range(0, len(inputs), self.batch_size):
+            out = self._predict(model, inputs[start : start + self.batch_size])
+            n = n_channels.setdefault(model_name, out.shape[1] - (self.mode == "multiclass"))
+            pred = self._discrete(out, n)
+            ref = self._reference(references[start : start + self.batch_size], n)
+            d, h = self._scores(pred, ref, spacings[start : start + self.batch_size])
+            dice.append(d)
+            hd.append(h)
+        return {"dice": np.concatenate(dice), "hd95": np.concatenate(hd)}
 
     def run(self) -> dict[str, Any]:
         """Evaluate, summarise, and write the tables and heat map to ``output_dir`` (when set).
 
         Returns:
             ``{"models": {name: summary}, "cells": [...], "files": [...]}``; a summary holds
-            ``clean_dice``, ``corrupted_dice``, ``clean_hd95``, ``corrupted_hd95`` and ``mce``
-            (None without a baseline), each as ``{"mean", "ci"}``, and ``per_cell`` rows.
+            ``clean_dice``, ``corrupted_dice``, ``clean_hd95``, ``corrupted_hd95``, ``mce`` (None
+            without a baseline) and ``unseen_dice``, ``unseen_hd95`` (None without an unseen set),
+            each as ``{"mean", "ci"}``, and ``per_cell`` rows.
         """
         results = self.evaluate()
         baseline = self._baseline_scores(results)
@@ -395,7 +425,14 @@ class RobustnessEvaluation:
             "clean_hd95": stat(hd[0].mean(), boot_hd[0]),
             "corrupted_hd95": stat(hd[1:].mean(), boot_hd[1:].mean(0)),
             "mce": None,
+            "unseen_dice": None,
+            "unseen_hd95": None,
         }
+        if (UNSEEN, 0) in scores:  # its own cases: its own resamples
+            u_dice, u_hd = scores[(UNSEEN, 0)]["dice"], scores[(UNSEEN, 0)]["hd95"]
+            u_idx = rng.integers(0, len(u_dice), size=(self.n_bootstrap, len(u_dice)))
+            out["unseen_dice"] = stat(u_dice.mean(), u_dice[u_idx].mean(-1) if self.n_bootstrap else np.zeros(0))
+            out["unseen_hd95"] = stat(u_hd.mean(), u_hd[u_idx].mean(-1) if self.n_bootstrap else np.zeros(0))
         if baseline is not None:
             base = np.stack([baseline[c] for c in cells])
             boot_base = base[:, idx].mean(-1)
@@ -436,7 +473,8 @@ class RobustnessEvaluation:
             w.writerow(["model", "case", "corruption", "severity", "dice", "hd95"])
             for model, cells in results.items():
                 for (c, s), r in cells.items():
-                    for case, d, h in zip(self.case_ids, r["dice"], r["hd95"], strict=True):
+                    cases = self.unseen_ids if c == UNSEEN else self.case_ids
+                    for case, d, h in zip(cases, r["dice"], r["hd95"], strict=True):
                         w.writerow([model, case, c, s, f"{d:.6f}", f"{h:.4f}"])
         with files[1].open("w", newline="") as f:
             w = csv.writer(f)
@@ -468,17 +506,21 @@ class RobustnessEvaluation:
                 return "-"
             return f"{v['mean']:.{digits}f} [{v['ci'][0]:.{digits}f}, {v['ci'][1]:.{digits}f}]"
 
+        unseen = self.unseen_items is not None
         lines = [
             f"{len(self.items)} test cases; {len(self.corruptions)} corruptions x severities {list(self.severities)}; "
-            f"mean [{pct} bootstrap interval, {self.n_bootstrap} resamples of cases]; HD95 in {unit}.",
+            + (f"{len(self.unseen_items)} unseen cases; " if unseen else "")
+            + f"mean [{pct} bootstrap interval, {self.n_bootstrap} resamples of cases]; HD95 in {unit}.",
             "",
-            f"| model | clean Dice | corrupted Dice | mCE (baseline {self.baseline or '-'}) | clean HD95 | corrupted HD95 |",
-            "|---|---|---|---|---|---|",
+            f"| model | clean Dice | corrupted Dice | mCE (baseline {self.baseline or '-'}) | clean HD95 | corrupted HD95 |"
+            + (" unseen Dice | unseen HD95 |" if unseen else ""),
+            "|---|---|---|---|---|---|" + ("---|---|" if unseen else ""),
         ]
         for model, s in summary["models"].items():
             lines.append(
                 f"| {model} | {fmt(s['clean_dice'])} | {fmt(s['corrupted_dice'])} | {fmt(s['mce'])} | "
                 f"{fmt(s['clean_hd95'], 2)} | {fmt(s['corrupted_hd95'], 2)} |"
+                + (f" {fmt(s['unseen_dice'])} | {fmt(s['unseen_hd95'], 2)} |" if unseen else "")
             )
         for model, s in summary["models"].items():
             lines += ["", f"Dice of {model} per corruption and severity:", ""]
