@@ -355,9 +355,9 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     for task in tasks:
         out = Path(args.out) / task if len(tasks) > 1 else Path(args.out)
         try:
-            if args.task == "brain" and args.style != "default":
+            if args.task == "brain" and args.style is not None:
                 raise CliError("--style applies to the chest tasks only; the brain demo has no film styles.")
-            options = {} if args.style == "default" or task == "brain" else {"style": args.style}
+            options = {} if args.style is None or task == "brain" else {"style": args.style}
             datalist = build_demo(task, out, n=args.n, seed=args.seed, **options)
         except SourceUnavailableError as e:
             raise CliError(str(e)) from None
@@ -510,15 +510,20 @@ def build_parser() -> argparse.ArgumentParser:
     d = data.add_parser(
         "demo", help="build a demo data set from real anatomy (public layout + datalist + contact sheet)"
     )
-    d.add_argument("task", help="classification, landmarks, segmentation, brain, or all")
+    d.add_argument(
+        "task",
+        help="classification, chexpert5 (CheXpert's 5 labels, randomized films: the classifier's data), landmarks, "
+        "landmarks_randomized (the landmark model's data), segmentation, segmentation_randomized (the lung "
+        "model's data), segmentation_other_acquisition (its unseen set), brain, or all",
+    )
     d.add_argument("--out", required=True, help="output folder (with 'all': one subfolder per task)")
     d.add_argument("--n", type=int, help="number of images/cases (default: the builder's)")
     d.add_argument("--seed", type=int, default=0, help="the same seed gives the same bytes (default: 0)")
     d.add_argument(
         "--style",
-        default="default",
         choices=("default", "randomized", "other_acquisition"),
-        help="film style of the chest tasks (docs/simulator.md; default: default, the shipped models' data)",
+        help="film style of the chest tasks (docs/simulator.md; default: the task's, 'randomized' for chexpert5 "
+        "and landmarks_randomized, else 'default')",
     )
     d.set_defaults(func=cmd_data_demo)
     d = data.add_parser("fetch", help="download and verify the source volumes into the cache ($MIMTL_CACHE_DIR)")

@@ -390,3 +390,20 @@ def test_cli_builds_a_styled_demo(tmp_path, capsys):
     assert "--style applies to the chest tasks only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "demo", "classification", "--out", str(out), "--style", "vendor_x"])
+
+
+def test_shipped_models_demo_tasks_are_randomized_presets(tmp_path):
+    """chexpert5 and landmarks_randomized (the shipped X-ray models' data) are the chest builders with
+    the randomized style (and CheXpert's five labels); an explicit style still wins."""
+    from mimtl.cli import main
+    from mimtl.sim.demo import build_demo
+
+    content = json.loads(build_demo("chexpert5", tmp_path / "c5", n=2, progress=False).read_text())
+    assert content["style"] == "randomized" and content["labels"] == list(chest.CHEXPERT_CLASSES)
+    assert all(len(item["label"]) == 6 for item in content["training"])
+    assert main(["data", "demo", "landmarks_randomized", "--out", str(tmp_path / "lm"), "--n", "2"]) == 0
+    assert json.loads((tmp_path / "lm" / "datalist.json").read_text())["style"] == "randomized"
+    out = tmp_path / "oa"
+    assert main(["data", "demo", "chexpert5", "--out", str(out), "--n", "2", "--style", "other_acquisition"]) == 0
+    content = json.loads((out / "datalist.json").read_text())
+    assert content["style"] == "other_acquisition" and content["labels"] == list(chest.CHEXPERT_CLASSES)

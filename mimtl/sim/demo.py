@@ -17,10 +17,32 @@ __all__ = ["DEMO_TASKS", "build_demo", "demo_datalist", "demo_dir", "demo_path",
 #: task -> "module:function" of its builder, ``builder(out_dir, n=..., seed=0, progress=True) -> datalist path``.
 DEMO_TASKS = {
     "classification": "mimtl.sim.chest:build_classification",
+    "chexpert5": "mimtl.sim.chest:build_classification",
     "landmarks": "mimtl.sim.chest:build_landmarks",
+    "landmarks_randomized": "mimtl.sim.chest:build_landmarks",
     "segmentation": "mimtl.sim.chest:build_segmentation",
+    "segmentation_randomized": "mimtl.sim.chest:build_segmentation",
+    "segmentation_other_acquisition": "mimtl.sim.chest:build_segmentation",
     "brain": "mimtl.sim.brain:build_brain_tumours",
 }
+
+#: tasks that are another task's builder with other defaults: the shipped X-ray models learn from
+#: films of the ``randomized`` style (docs/simulator.md), the classifier on CheXpert's five
+#: competition labels; an explicit ``style`` (e.g. ``other_acquisition``) still wins
+PRESETS = {
+    "chexpert5": {"style": "randomized", "classes": "CHEXPERT_CLASSES"},
+    "landmarks_randomized": {"style": "randomized"},
+    "segmentation_randomized": {"style": "randomized"},
+    # the lung segmentation's unseen set: acquisition settings held out of ``randomized``
+    "segmentation_other_acquisition": {"style": "other_acquisition"},
+}
+
+
+def _preset(task: str) -> dict[str, Any]:
+    from mimtl.sim import chest
+
+    # class lists are named by their constant in mimtl.sim.chest, so this table stays import-free
+    return {k: getattr(chest, v) if k == "classes" else v for k, v in PRESETS.get(task, {}).items()}
 
 
 def build_demo(
@@ -36,7 +58,7 @@ def build_demo(
         raise ValueError("style: the brain demo has no film styles; it applies to the chest tasks only.")
     module, func = DEMO_TASKS[task].split(":")
     builder = getattr(importlib.import_module(module), func)
-    kwargs = {"seed": seed, "progress": progress} | ({"n": n} if n is not None else {})
+    kwargs = _preset(task) | {"seed": seed, "progress": progress} | ({"n": n} if n is not None else {})
     kwargs |= {"style": style} if style is not None else {}
     return builder(Path(out_dir), **kwargs)
 
