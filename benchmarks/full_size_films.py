@@ -53,6 +53,8 @@ import torch
 from harness import _bare_forward, machine_info, measure_throughput
 
 BUNDLES = {"xray_color_classification": "classification", "xray_landmark_detection": "landmarks"}
+#: the demo set whose test split each kind of film is made from: the one the shipped model trained for
+DEMO_TASK = {"classification": "chexpert5", "landmarks": "landmarks_randomized"}
 #: format -> (longest side in px, file suffix, description)
 FORMATS: dict[str, tuple[int, str, str]] = {
     "dicom_j2k": (2048, ".dcm", "2048 px DICOM, JPEG 2000 lossless, 12 bit"),
@@ -121,14 +123,22 @@ def write_jpeg(pixels: np.ndarray, path: Path) -> None:
     _atomic_write(path, lambda p: Image.fromarray(gray).save(p, format="JPEG", quality=90))
 
 
+def demo_film(path: Path) -> np.ndarray:
+    """A demo film (JPEG, BMP or DICOM of any polarity and depth) as 8-bit values, [x, y], bright = dense."""
+    from mimtl.io import load_image
+
+    film = load_image(str(path))[0].numpy().astype(np.float64)
+    lo, hi = film.min(), film.max()
+    return np.round((film - lo) / max(hi - lo, 1e-12) * 255.0)
+
+
 def make_films(task: str, fmt: str, root: Path, limit: int | None = None, seed: int = 0) -> Path:
     """Write the full-size films of demo set ``task``'s test split in format ``fmt``; return their datalist.
 
-    The datalist's ``test`` items carry the demo's labels (classification) or landmarks in pixels
-    of the new file (landmarks), and the pixel spacing in mm of the new file.
+    ``task`` is a demo task (:data:`DEMO_TASK`). The datalist's ``test`` items carry the demo's
+    labels (classification) or landmarks in pixels of the new file (landmarks), and the pixel
+    spacing in mm of the new file.
     """
-    from PIL import Image
-
     from mimtl.sim import demo_datalist
 
     size, suffix, _ = FORMATS[fmt]
@@ -145,7 +155,7 @@ def make_films(task: str, fmt: str, root: Path, limit: int | None = None, seed: 
     out = []
     for i, item in enumerate(tqdm(items, desc=f"{task} {fmt} films", leave=False)):
         name = f"{i:03d}{suffix}"
-        film = np.asarray(Image.open(Path(source).parent / item["image"]).convert("L")).T  # [x, y]
+        film = demo_film(Path(source).parent / item["image"])
         k = size / film.shape[0]
         spacing = float(item["spacing"][0]) / k
         new = {"image": name, "spacing": [spacing, spacing]}
@@ -368,7 +378,7 @@ def measure_bundle(name: str, root: Path, limit: int | None, min_time: float, ro
     result: dict[str, Any] = {"batch_size": batch_size, "formats": {}}
     first_files = {}
     for fmt in FORMATS:
-        datalist = make_films(task, fmt, root, limit)
+        datalist = make_films(DEMO_TASK[task], fmt, root, limit)
         items = json.loads(datalist.read_text())["test"]
         names = [it["image"] for it in items]
         files = [str(datalist.parent / n) for n in names]
@@ -499,14 +509,14 @@ def to_markdown(results: dict[str, Any], only: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def update_docs(path: Path, markdown: str, append: bool = True) -> bool:
-    """Replace the text between :data:`DOC_BEGIN` and :data:`DOC_END` in ``path``; without the
+def update_docs(path: Path, markdown: str, append: bool = True, begin: str = DOC_BEGIN, end: str = DOC_END) -> bool:
+    """Replace the text between the ``begin`` and ``end`` markers in ``path``; without the
     markers, append the block (``append``) or leave the file alone. Returns whether it wrote."""
     text = path.read_text()
-    block = f"{DOC_BEGIN}\n{markdown.rstrip()}\n{DOC_END}"
-    if DOC_BEGIN in text and DOC_END in text:
-        head, _, rest = text.partition(DOC_BEGIN)
-        text = head + block + rest.partition(DOC_END)[2]
+    block = f"{begin}\n{markdown.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        text = head + block + rest.partition(end)[2]
     elif append:
         text = text.rstrip() + "\n\n" + block + "\n"
     else:

@@ -428,16 +428,16 @@ import full_size_films as fsf  # noqa: E402 -- beside harness, in benchmarks/
 
 def test_full_size_films_keep_labels_geometry_and_bytes(tmp_path):
     """The simulated real-size films: the demo film at full size, with its spacing and landmarks moved with it."""
-    from PIL import Image
 
     from mimtl.io import MedicalImageReader
     from mimtl.sim import demo_datalist
 
-    demo_list = demo_datalist("landmarks")
+    task = fsf.DEMO_TASK["landmarks"]
+    demo_list = demo_datalist(task)
     demo = json.loads(Path(demo_list).read_text())["test"][:2]
     for fmt, (size, suffix, _) in fsf.FORMATS.items():
-        datalist = fsf.make_films("landmarks", fmt, tmp_path / "a", limit=2)
-        again = fsf.make_films("landmarks", fmt, tmp_path / "b", limit=2)
+        datalist = fsf.make_films(task, fmt, tmp_path / "a", limit=2)
+        again = fsf.make_films(task, fmt, tmp_path / "b", limit=2)
         items = json.loads(datalist.read_text())["test"]
         assert len(items) == 2
         for item, source in zip(items, demo):
@@ -452,7 +452,7 @@ def test_full_size_films_keep_labels_geometry_and_bytes(tmp_path):
             np.testing.assert_array_equal(meta["spatial_shape"], [size, size])
             if suffix == ".dcm":  # the file's own spacing agrees with the datalist's
                 np.testing.assert_allclose(meta["spacing"], item["spacing"], rtol=1e-5)
-            film = np.asarray(Image.open(Path(demo_list).parent / source["image"]).convert("L"), dtype=np.float64).T
+            film = fsf.demo_film(Path(demo_list).parent / source["image"])
             small = torch.nn.functional.interpolate(
                 torch.as_tensor(pixels)[None, None].double(), size=(256, 256), mode="area"
             )
@@ -537,3 +537,35 @@ def test_full_size_figures_in_the_docs_are_the_benchmarks_and_auto_is_never_slow
         for fmt, entry in r["formats"].items():
             assert entry["films"] == results["films_per_format"], (name, fmt)
             assert entry.get("overlay_files_read_again", 0) == 0, (name, fmt)
+
+
+# ------------------------------------------------- sim-to-sim transfer (benchmarks/sim_to_sim.py)
+
+import sim_to_sim as s2s  # noqa: E402
+
+
+def test_sim_to_sim_tables_are_the_runs_of_the_shipped_weights():
+    """docs/simulator.md and the READMEs hold the tables the command wrote; the shipped column was
+    measured with the shipped model.pt, and on its own test split (the randomized style of its demo
+    task) it gives the test figures metadata.json publishes."""
+    import hashlib
+
+    from mimtl.bundle import load_bundle
+
+    results = json.loads(s2s.RESULTS.read_text())
+    assert s2s.to_markdown(results) in (BENCHMARKS.parent / "docs" / "simulator.md").read_text()
+    assert set(results["bundles"]) == set(s2s.SHIPPED_TASK)
+    for name, runs in results["bundles"].items():
+        bundle = load_bundle(name)
+        assert s2s.to_markdown(results, only=name) in (bundle.path / "docs" / "README.md").read_text()
+        shipped = runs[f"{bundle.metadata['version']} (shipped)"]
+        assert shipped["task"] == s2s.SHIPPED_TASK[name]
+        weights = (bundle.path / "models" / "model.pt").read_bytes()
+        assert shipped["weights_sha256"] == hashlib.sha256(weights).hexdigest(), (
+            f"{name}: table not of the shipped weights"
+        )
+        published = bundle.metadata["eval_metrics"]
+        for key, value in shipped["figures"]["randomized"].items():
+            if f"test_{key}" in published:
+                assert value == pytest.approx(published[f"test_{key}"], abs=2e-4), (name, key)
+        assert all(set(run["figures"]) == set(s2s.STYLES) for run in runs.values())
