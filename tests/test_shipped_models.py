@@ -94,7 +94,7 @@ def test_training_log_is_the_shipped_models(name, tmp_path):
 def test_headline_figures_did_not_drift():
     """The two figures the READMEs lead with, pinned here too, so a rewrite of metadata.json cannot move them silently."""
     assert load_bundle("xray_color_classification").metadata["eval_metrics"]["test_mean_auc"] == pytest.approx(
-        0.7680, abs=2e-4
+        0.7702, abs=2e-4
     )
     assert load_bundle("xray_landmark_detection").metadata["eval_metrics"]["test_mre"] == pytest.approx(
         1.5052, abs=2e-4
