@@ -24,6 +24,7 @@ a local seam; this set's minimum distance is far larger (see :func:`min_hamming_
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from functools import lru_cache
 
@@ -217,6 +218,10 @@ class RandTileShuffled(RandomizableTransform, MapTransform):
     ``index_key`` (a 0-d int64 tensor; 0 = order kept) and, when ``original_key`` is given, the
     un-shuffled image of the first key is kept there: the reconstruction target is the original
     image, never the mosaic.
+
+    ``content_seed``: when given, each sample's draw depends only on this seed and the pixels of the
+    first key, never on the transform's random state: a fixed validation set, the same in every
+    epoch of a training and in a later ``evaluate`` of the same weights.
     """
 
     backend = TileShuffle.backend
@@ -230,12 +235,14 @@ class RandTileShuffled(RandomizableTransform, MapTransform):
         num_permutations: int = DEFAULT_NUM_PERMUTATIONS,
         grid: int = 3,
         allow_missing_keys: bool = False,
+        content_seed: int | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)
         self.index_key = index_key
         self.original_key = original_key
         self.shuffler = RandTileShuffle(p_keep, num_permutations, grid)
+        self.content_seed = content_seed
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandTileShuffled:
         super().set_random_state(seed, state)
@@ -244,6 +251,11 @@ class RandTileShuffled(RandomizableTransform, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
+        if self.content_seed is not None:
+            key = next(iter(self.key_iterator(d)), None)
+            if key is not None:
+                pixels = np.ascontiguousarray(torch.as_tensor(d[key]).detach().cpu().numpy())
+                self.shuffler.set_random_state(seed=zlib.crc32(pixels.tobytes(), int(self.content_seed) & 0xFFFFFFFF))
         self.shuffler.randomize()
         first = True
         for key in self.key_iterator(d):
