@@ -135,7 +135,7 @@ def _lm_rows(runs: dict[str, Any]) -> list[str]:
 
 
 def _fmt(value: float | None, digits: int) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
+    return "–" if value is None else f"{value:.{digits}f}"  # a label the model does not predict
 
 
 def to_markdown(results: dict[str, Any], only: str | None = None) -> str:
