@@ -201,3 +201,33 @@ def test_writer_measures_areas_in_mm2_and_the_ctr(tmp_path):
     assert cells["heart_px"] == 200 and cells["ctr"] == "0.400"
     unknown = writer.measure(masks.transpose(0, 2, 1), None)
     assert unknown["heart_mm2"] == "" and unknown["heart_px"] == 200
+
+
+def test_encoder_bn_momentum_is_a_switch_outside_the_checkpoint():
+    """EfficientNet's TF-style momentum (0.01) by default; 0.1 on request, for every encoder batch
+    norm only; the weights and buffers (what checkpoints hold) are the same either way."""
+    from mimtl.networks import AuxReconSegNet, TileAutoencoder
+    from mimtl.networks.encoders import set_bn_momentum
+
+    def momenta(module):
+        return {m.momentum for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    default = AuxReconSegNet(out_channels=2)
+    fast = AuxReconSegNet(out_channels=2, encoder_bn_momentum=0.1)
+    assert momenta(default.encoder) == {0.01} and momenta(fast.encoder) == {0.1}
+    assert momenta(fast.unet_decoder) == momenta(default.unet_decoder)
+    assert default.state_dict().keys() == fast.state_dict().keys()
+    assert momenta(TileAutoencoder(encoder_bn_momentum=0.1).encoder) == {0.1}
+    with pytest.raises(ValueError, match="momentum"):
+        set_bn_momentum(default, 0.0)
+    # with 0.1 a few training-mode passes over new data move the running mean most of the way
+    x = torch.full((2, 1, 64, 64), 3.0)
+    for net in (default, fast):
+        net.train()
+        with torch.no_grad():
+            for _ in range(10):
+                net.encoder(x)
+    first_bn = next(m for m in fast.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    slow_bn = next(m for m in default.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert first_bn.running_var.mean() != slow_bn.running_var.mean()
+    assert abs(float(first_bn.running_mean.abs().mean())) > 5 * abs(float(slow_bn.running_mean.abs().mean()))

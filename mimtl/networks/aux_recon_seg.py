@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from monai.networks.nets.flexible_unet import SegmentationHead, UNetDecoder
 from torch import nn
 
-from mimtl.networks.encoders import build_encoder, encoder_channels, init_encoder
+from mimtl.networks.encoders import build_encoder, encoder_channels, init_encoder, set_bn_momentum
 
 __all__ = ["DECODERS", "AuxReconSegNet", "PSPDecoder"]
 
@@ -113,6 +113,9 @@ class AuxReconSegNet(nn.Module):
             :func:`~mimtl.networks.encoders.init_encoder`.
         decoder_channels: channels of the U-Net decoder stages (also of the reconstruction decoder).
         psp_channels: channels of the PSP decoder's fused map.
+        encoder_bn_momentum: running-statistics momentum of the encoder's batch norms (None keeps
+            EfficientNet's 0.01; 0.1 for training from scratch or on a new domain, see
+            :func:`~mimtl.networks.encoders.set_bn_momentum`).
 
     Raises:
         ValueError: unknown encoder or decoder, ``out_channels < 1``, a weights file that does not fit.
@@ -128,6 +131,7 @@ class AuxReconSegNet(nn.Module):
         weights: str | os.PathLike | None = None,
         decoder_channels: Sequence[int] = (128, 64, 32, 16, 16),
         psp_channels: int = 64,
+        encoder_bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
         if out_channels < 1:
@@ -142,6 +146,7 @@ class AuxReconSegNet(nn.Module):
         self.skip_connect = len(channels) - 1
         self.encoder = build_encoder(encoder, in_channels)
         self.encoder_init = init_encoder(self.encoder, encoder, weights)
+        set_bn_momentum(self.encoder, encoder_bn_momentum)
         dec = tuple(decoder_channels)[: len(channels)]
         all_channels = (in_channels, *channels)
         self.unet_decoder: nn.Module | None = None

@@ -22,7 +22,7 @@ from mimtl.networks.backbones import _RESNETS, IMAGENET_BACKBONES
 from mimtl.networks.heatmap_unet import ImageNetResNetEncoder, load_encoder_weights
 from mimtl.networks.pretrained import parse_weights
 
-__all__ = ["build_encoder", "encoder_channels", "init_encoder"]
+__all__ = ["build_encoder", "encoder_channels", "init_encoder", "set_bn_momentum"]
 
 
 def _canonical(name: str) -> str:
@@ -49,6 +49,23 @@ def build_encoder(name: str = "efficientnet-lite0", in_channels: int = 1, spatia
     entry = FLEXUNET_BACKBONE.register_dict[key]
     params = {**entry["parameter"], "spatial_dims": spatial_dims, "in_channels": in_channels, "pretrained": False}
     return entry["type"](**params)
+
+
+def set_bn_momentum(module: nn.Module, momentum: float | None) -> nn.Module:
+    """Set the running-statistics momentum of every batch norm in ``module`` (None: leave them).
+
+    EfficientNet's batch norms use TensorFlow's 0.99 decay (torch momentum 0.01): right for
+    fine-tuning ImageNet statistics, but an encoder trained from scratch or on a new domain then
+    evaluates with running statistics that are still mostly their initial values for hundreds of
+    steps (eval-mode outputs nearly constant). Returns ``module``.
+    """
+    if momentum is not None:
+        if not 0.0 < float(momentum) <= 1.0:
+            raise ValueError(f"batch-norm momentum must be in (0, 1], got {momentum}.")
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = float(momentum)
+    return module
 
 
 def init_encoder(

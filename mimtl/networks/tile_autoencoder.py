@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mimtl.networks.encoders import build_encoder, encoder_channels, init_encoder
+from mimtl.networks.encoders import build_encoder, encoder_channels, init_encoder, set_bn_momentum
 from mimtl.transforms.tiles import DEFAULT_NUM_PERMUTATIONS, permutation_set
 
 __all__ = ["TileAutoencoder", "TileAutoencoderReconstruction"]
@@ -60,6 +60,9 @@ class TileAutoencoder(nn.Module):
             encoder's stride (5 for a stride of 32).
         weights: the encoder's initial weights (``None`` | ``"imagenet"`` | a path), see
             :func:`~mimtl.networks.encoders.init_encoder`.
+        encoder_bn_momentum: running-statistics momentum of the encoder's batch norms (None keeps
+            EfficientNet's 0.01; 0.1 for training from scratch or on a new domain, see
+            :func:`~mimtl.networks.encoders.set_bn_momentum`).
 
     Raises:
         ValueError: an unknown encoder, or ``decoder_channels`` of another length than the number of
@@ -75,6 +78,7 @@ class TileAutoencoder(nn.Module):
         latent_channels: int = 64,
         decoder_channels: Sequence[int] = (128, 64, 32, 16, 16),
         weights: str | os.PathLike | None = None,
+        encoder_bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
         channels = encoder_channels(encoder)
@@ -89,6 +93,7 @@ class TileAutoencoder(nn.Module):
         self.stride = 2 ** len(channels)
         self.encoder = build_encoder(encoder, in_channels)
         self.encoder_init = init_encoder(self.encoder, encoder, weights)
+        set_bn_momentum(self.encoder, encoder_bn_momentum)
         self.to_latent = nn.Conv2d(channels[-1], latent_channels, 1)
         self.perm_head = nn.Linear(self.tiles * latent_channels, num_permutations)
         stages, cin = [], latent_channels
