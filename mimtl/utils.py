@@ -9,7 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_table", "read_metrics"]
+__all__ = ["existing_path", "format_table", "read_metrics"]
+
+
+def existing_path(path: str | os.PathLike | None) -> str | None:
+    """``path`` when it names an existing file or folder, else None: for config defaults that are
+    optional files (a shipped baseline a user's copy of the bundle may not have)."""
+    return str(path) if path is not None and Path(path).exists() else None
 
 
 def format_table(rows: Sequence[Sequence[object]]) -> str:

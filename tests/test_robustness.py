@@ -303,6 +303,7 @@ def test_lung_segmentation_bundle_robustness_config(tmp_path):
     workflow = mimtl.load_bundle(bundle_dir).workflow(
         "robustness",
         datalist=str(films / "datalist.json"),
+        unseen=str(films / "datalist.json"),  # the demo's other-acquisition set by default
         **{
             "robustness#corruptions": ["elastic_transform"],
             "robustness#severities": [2],
@@ -315,12 +316,15 @@ def test_lung_segmentation_bundle_robustness_config(tmp_path):
     workflow.run()
     out = bundle_dir / "eval" / "robustness"
     rows = list(csv.DictReader((out / "robustness_cases.csv").open()))
-    assert [(r["corruption"], r["severity"]) for r in rows] == [("clean", "0")] * 3 + [("elastic_transform", "2")] * 3
+    cells = [("clean", "0")] * 3 + [("elastic_transform", "2")] * 3 + [("unseen", "0")] * 3
+    assert [(r["corruption"], r["severity"]) for r in rows] == cells
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
     assert (out / "robustness_heatmap.png").is_file() and "| model |" in (out / "robustness.md").read_text()
     # the config lists every corruption and severity, so --set can narrow them
-    config = yaml.safe_load((bundle_dir / "configs" / "robustness.yaml").read_text())["robustness"]
+    full = yaml.safe_load((bundle_dir / "configs" / "robustness.yaml").read_text())
+    config = full["robustness"]
     assert tuple(config["corruptions"]) == ALL_CORRUPTIONS and config["severities"] == [1, 2, 3, 4, 5]
+    assert full["unseen_dir"]["task"] == "segmentation_other_acquisition" and config["unseen"] == "@unseen"
 
 
 def test_unseen_set_is_scored_clean_and_reported(films, tmp_path):
