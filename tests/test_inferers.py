@@ -69,3 +69,28 @@ def test_native_bf16_on_this_machine_matches_torch_probes():
     on, why = acc.native_bf16("cpu")
     probes = [getattr(torch.cpu, n, lambda: False)() for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     assert on == any(probes) and isinstance(why, str) and why
+
+
+def test_an_inner_sliding_window_runs_under_the_fast_settings():
+    """inner=SlidingWindowInferer: the same windows and blending, each window channels_last and under
+    autocast when amp is on; with every switch off, exactly the sliding window alone."""
+    from monai.inferers import SlidingWindowInferer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).eval()
+    x = torch.rand(1, 1, 40, 72)
+    window = SlidingWindowInferer(roi_size=(32, 32), sw_batch_size=2, overlap=0.25, mode="gaussian")
+    seen = []
+
+    def spy(t):
+        seen.append((t.is_contiguous(memory_format=torch.channels_last), torch.is_autocast_cpu_enabled()))
+        return net(t)
+
+    with torch.no_grad():
+        plain = window(x, net)
+        same = AcceleratedInferer(amp=False, channels_last=False, inner=window)(x, net)
+        fast = AcceleratedInferer(amp=True, channels_last=True, inner=window)(x, spy)
+    assert torch.equal(plain, same)
+    assert seen and all(layout and autocast for layout, autocast in seen)
+    assert fast.dtype == torch.float32 and fast.shape == plain.shape
+    assert torch.allclose(fast, plain, atol=0.05)

@@ -26,7 +26,13 @@ SHIPPED = sorted(b.name for b in list_bundles() if b.has_weights)
 
 
 def test_bundles_with_weights_are_checked():
-    assert {"xray_color_classification", "xray_landmark_detection", "brain_tumor_acgan_augmentation"} <= set(SHIPPED)
+    assert {
+        "xray_color_classification",
+        "xray_landmark_detection",
+        "brain_tumor_acgan_augmentation",
+        "xray_tile_ae_pretraining",
+        "xray_lung_segmentation",
+    } <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -48,6 +54,8 @@ KEY_METRIC = {
     "xray_color_classification": ("mean_auc", True),
     "xray_landmark_detection": ("mre", False),
     "brain_tumor_acgan_augmentation": ("dice", True),
+    "xray_tile_ae_pretraining": ("recon_mae", False),
+    "xray_lung_segmentation": ("dice", True),
 }
 
 
@@ -139,3 +147,74 @@ def test_brain_features_and_grader_reproduce_the_shipped_files(tmp_path):
     shipped_metrics = json.loads((bundle.path / "docs" / "grader_metrics.json").read_text())["metrics"]
     for key, value in shipped_metrics.items():
         assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+LUNG = "xray_lung_segmentation"
+
+
+def test_lung_robustness_and_unseen_figures_reproduce(tmp_path):
+    """docs/robustness/robustness_cases.csv is what the shipped weights give: the clean test split, the
+    unseen set and two corruption cells are recomputed here (the whole 17 x 5 grid is the
+    `robustness` command's job) and must match per film; the README shows the shipped summary."""
+    bundle = load_bundle(LUNG)
+    shipped = bundle.path / "docs" / "robustness"
+    with open(shipped / "robustness_cases.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    table = {(r["case"], r["corruption"], int(r["severity"])): float(r["dice"]) for r in rows}
+    cells = {(c, s) for _, c, s in table}
+    assert len(cells) == 1 + 17 * 5 + 1, "the shipped run covers clean, 17 corruptions x 5 severities and unseen"
+    wf = bundle.workflow(
+        "robustness",
+        configure_logging=False,
+        output_dir=str(tmp_path),
+        **{
+            "robustness#corruptions": ["gaussian_noise", "elastic_transform"],
+            "robustness#severities": [3],
+            "robustness#n_bootstrap": 0,
+            "robustness#progress": False,
+            "robustness_baseline": None,
+        },
+    )
+    wf.initialize()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    with open(tmp_path / "robustness" / "robustness_cases.csv", newline="") as f:
+        again = list(csv.DictReader(f))
+    assert {(r["corruption"], int(r["severity"])) for r in again} == {
+        ("clean", 0),
+        ("gaussian_noise", 3),
+        ("elastic_transform", 3),
+        ("unseen", 0),
+    }
+    for r in again:
+        key = (r["case"], r["corruption"], int(r["severity"]))
+        assert float(r["dice"]) == pytest.approx(table[key], abs=2e-4), key
+    readme = (bundle.path / "docs" / "README.md").read_text()
+    assert (shipped / "robustness.md").read_text().strip() in readme
+
+
+@pytest.mark.parametrize(
+    "name, table",
+    [
+        ("xray_color_classification", "predictions.csv"),
+        ("xray_landmark_detection", "landmarks.csv"),
+        ("xray_tile_ae_pretraining", "reconstruction.csv"),
+        ("xray_lung_segmentation", "segmentation.csv"),
+    ],
+)
+def test_inference_runs_on_its_default_demo_input(name, table, tmp_path):
+    """What a new user runs first: inference with no input given reads the demo test split's
+    datalist, whose items carry more than the film (labels, findings, a style record with nulls);
+    only the film may go on to the batch, and every film gets a row."""
+    bundle = load_bundle(name)
+    wf = bundle.workflow("inference", configure_logging=False, output_dir=str(tmp_path))
+    wf.initialize()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    with open(tmp_path / table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["status"] == "ok" for r in rows), [r["status"] for r in rows if r["status"] != "ok"][:3]

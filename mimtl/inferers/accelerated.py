@@ -74,6 +74,9 @@ class AcceleratedInferer(Inferer):
             ``network.to(memory_format=torch.channels_last)``); faster on every CPU measured.
         plain_tensor: hand the network a plain ``torch.Tensor`` instead of a ``MetaTensor``; metadata
             tracking costs time on every layer and the network does not need it.
+        inner: another inferer to run under these settings, e.g. MONAI's ``SlidingWindowInferer``:
+            ``inner(inputs, network)`` runs inside the autocast, and each window it cuts is laid out
+            channels_last before the network sees it.
 
     The output is returned as float32 so losses, metrics and post-processing run at full precision.
     With every switch off it is exactly :class:`monai.inferers.SimpleInferer`.
@@ -89,6 +92,7 @@ class AcceleratedInferer(Inferer):
         amp_dtype: str = "bfloat16",
         channels_last: bool = False,
         plain_tensor: bool = True,
+        inner: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__()
         if amp_dtype not in _DTYPES:
@@ -99,6 +103,7 @@ class AcceleratedInferer(Inferer):
         self.amp_dtype = _DTYPES[amp_dtype]
         self.channels_last = channels_last
         self.plain_tensor = plain_tensor
+        self.inner = inner
         self._decided: dict[str, bool] = {}  # device type -> autocast on, for amp="auto"
 
     def autocast_enabled(self, device: str | torch.device) -> bool:
@@ -130,10 +135,24 @@ class AcceleratedInferer(Inferer):
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         enabled = self.autocast_enabled(inputs.device)
         with torch.autocast(inputs.device.type, dtype=self.amp_dtype, enabled=enabled):
-            out = network(inputs, *args, **kwargs)
+            if self.inner is None:
+                out = network(inputs, *args, **kwargs)
+            else:  # e.g. a sliding window: its windows are cut and stacked anew, so lay each one out too
+                out = self.inner(inputs, self._laid_out(network), *args, **kwargs)
         if isinstance(out, torch.Tensor) and out.is_floating_point():
             out = out.float()
         return out
+
+    def _laid_out(self, network: Callable[..., Any]) -> Callable[..., Any]:
+        if not self.channels_last:
+            return network
+
+        def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(x, torch.Tensor) and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return network(x, *args, **kwargs)
+
+        return forward
 
     def __repr__(self) -> str:
         dtype = str(self.amp_dtype).replace("torch.", "")

@@ -512,7 +512,7 @@ class RobustnessEvaluation:
             + (f"{len(self.unseen_items)} unseen cases; " if unseen else "")
             + f"mean [{pct} bootstrap interval, {self.n_bootstrap} resamples of cases]; HD95 in {unit}.",
             "",
-            f"| model | clean Dice | corrupted Dice | mCE (baseline {self.baseline or '-'}) | clean HD95 | corrupted HD95 |"
+            f"| model | clean Dice | corrupted Dice | mCE (baseline {self._baseline_label()}) | clean HD95 | corrupted HD95 |"
             + (" unseen Dice | unseen HD95 |" if unseen else ""),
             "|---|---|---|---|---|---|" + ("---|---|" if unseen else ""),
         ]
@@ -531,6 +531,15 @@ class RobustnessEvaluation:
                 values = [r["dice"] for r in rows[i * len(self.severities) : (i + 1) * len(self.severities)]]
                 lines.append(f"| {c} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} |")
         return "\n".join(lines) + "\n"
+
+    def _baseline_label(self) -> str:
+        """The baseline as the tables name it: a model of this run, or a CSV's folder and name (no machine path)."""
+        if self.baseline is None:
+            return "-"
+        if f"{self.baseline}" in self.models:
+            return f"{self.baseline}"
+        path = Path(self.baseline)
+        return f"{path.parent.name}/{path.name}" + (f" ({self.baseline_model})" if self.baseline_model else "")
 
     def heatmap(self, summary: Mapping[str, Any], path: str | os.PathLike) -> None:
         """Dice per corruption (rows) x severity (columns), one panel per model, clean Dice in the title."""
