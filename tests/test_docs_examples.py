@@ -161,8 +161,9 @@ BRAIN = (
     "runs on the 200-case demo brain set or a real BraTS download; the bundle's module runs each workflow on tiny data"
 )
 NO_WEIGHTS = (
-    "trains on the whole demo set, or needs the models/model.pt this bundle does not ship yet; "
-    "tests/test_bundle_contract.py runs train, evaluate, inference and multi_gpu_train of this bundle on tiny data"
+    "trains on the whole demo set (10-30 min on 2 cores) or reads a user's folder; tests/test_shipped_models.py "
+    "evaluates the shipped weights and runs inference on the demo test split, and tests/test_bundle_contract.py "
+    "runs train, evaluate, inference and multi_gpu_train of this bundle on tiny data"
 )
 NOT_RUN: dict[tuple[str, str], str] = {
     # the brain bundle's commands run on the 200-case demo brain set (its build, 12 epochs of 3D
@@ -212,8 +213,8 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "bundles/brain_tumor_acgan_augmentation/docs/README.md",
         "mimtl run brain_tumor_acgan_augmentation run --override configs/data/brats.yaml --set datalist=brats.json",
     ): BRAIN,
-    # the T-AE and lung segmentation bundles ship no weights yet: their README commands train on the
-    # whole demo set or need models/model.pt; the bundle contract runs each workflow on tiny data
+    # the T-AE and lung segmentation bundles' README commands train on the whole demo set or read a
+    # user's folder; the shipped-model tests and the bundle contract run each workflow
     ("bundles/xray_lung_segmentation/docs/README.md", "mimtl run xray_tile_ae_pretraining train"): NO_WEIGHTS,
     (
         "bundles/xray_lung_segmentation/docs/README.md",
