@@ -285,6 +285,17 @@ def write_datalist(path: Path, header: dict, **splits) -> Path:
     return path
 
 
+def _color_metadata(copy: Path) -> None:
+    """The copy's metadata names the tiny model's 4 labels (the shipped model has CheXpert's 5 + No Finding)."""
+    meta_file = copy / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    pred["channel_def"] = {str(i): n for i, n in enumerate(COLOR_LABELS)}
+    pred["num_channels"] = len(COLOR_LABELS)
+    pred["thresholds"] = {n: 0.5 for n in COLOR_LABELS}
+    meta_file.write_text(json.dumps(meta))
+
+
 @tiny_data("xray_color_classification")
 def color_classification_data(root: Path) -> TinyData:
     """16 grayscale 40x40 PNGs (8 train, 4 val, 4 test), a multi-label and a one-hot datalist."""
@@ -316,6 +327,9 @@ def color_classification_data(root: Path) -> TinyData:
             "image_size": 32,
             "num_workers": 0,
             "gradcam": True,
+            # the tiny model's labels, not the shipped model's (metadata.json)
+            "label_names": COLOR_LABELS,
+            "thresholds": dict(zip(COLOR_LABELS, (0.4, 0.45, 0.55, 0.6), strict=True)),
         },
         key_metric="mean_auc",
         chance=0.5,
@@ -325,6 +339,7 @@ def color_classification_data(root: Path) -> TinyData:
         out_channels=len(COLOR_LABELS),
         export_shapes=[(2, 1, 224, 224), (3, 1, 32, 32)],  # metadata's input size and the trained one
         extras={"multiclass": write_datalist(root / "multiclass.json", header, **onehot)},
+        adapt_copy=_color_metadata,
     )
 
 

@@ -104,22 +104,18 @@ else:
 
 # ---------------------------------------------------------------------------------------- data
 def _classification_data(root: Path) -> Path:
-    labels = ["No Finding", "Cardiomegaly", "Lung Lesion", "Pleural Effusion"]
-    vectors = [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1], [0, 1, 0, 1]]
+    from bundle_checks import COLOR_LABELS, COLOR_VECTORS, color_film  # the bundle's labels, a square per finding
+
     splits, seed = {}, 0
     for key, (folder, n) in {"training": ("train", 8), "validation": ("val", 4), "test": ("test", 4)}.items():
         (root / folder).mkdir(parents=True)
         splits[key] = []
         for i in range(n):
-            label = vectors[i % 4]
-            img = np.random.default_rng(seed).normal(60, 10, (40, 40))
-            for positive, (y, x) in zip(label[1:], [(10, 10), (10, 30), (30, 20)]):
-                if positive:
-                    img[y - 5 : y + 5, x - 5 : x + 5] += 150
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / folder / f"{i}.png")
+            label = COLOR_VECTORS[i % 4]
+            Image.fromarray(color_film(label, seed)).save(root / folder / f"{i}.png")
             splits[key].append({"image": f"{folder}/{i}.png", "label": label})
             seed += 1
-    (root / "datalist.json").write_text(json.dumps({"labels": labels, **splits}))
+    (root / "datalist.json").write_text(json.dumps({"labels": COLOR_LABELS, **splits}))
     return root / "datalist.json"
 
 

@@ -131,7 +131,8 @@ def test_brain_features_and_grader_reproduce_the_shipped_files(tmp_path):
     fresh = np.load(tmp_path / "features.npz")
     rows = {c: i for i, c in enumerate(shipped["case_ids"].tolist())}
     index = [rows[c] for c in fresh["case_ids"].tolist()]
-    np.testing.assert_array_equal(fresh["features"], shipped["features"][index])
+    # the same weights on another CPU: fp32 kernels (AVX2, AVX-512, AMX) round differently in the last bits
+    np.testing.assert_allclose(fresh["features"], shipped["features"][index], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(fresh["label"], shipped["label"][index])
     grades, counts = np.unique(shipped["label"], return_counts=True)
     readme = (bundle.path / "docs" / "README.md").read_text()

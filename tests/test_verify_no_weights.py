@@ -12,12 +12,14 @@ def test_a_bundle_declaring_no_weights_verifies_and_says_so(tmp_path):
     copy = tmp_path / "xray_tile_ae_pretraining"
     shutil.copytree(load_bundle("xray_tile_ae_pretraining").path, copy, ignore=shutil.ignore_patterns("models", "eval"))
     (copy / "models").mkdir()
+    meta_file = copy / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["weights"] = None  # the declaration (the shipped bundle now has weights)
+    meta_file.write_text(json.dumps(meta))
     results = {r.name: r for r in verify_bundle(load_bundle(copy))}
     assert all(r.ok for r in results.values()), [str(r) for r in results.values()]
     assert "no weights ship" in results["TorchScript export + reload"].detail
     # without the declaration the missing file fails, as for any bundle
-    meta_file = copy / "configs" / "metadata.json"
-    meta = json.loads(meta_file.read_text())
     del meta["weights"]
     meta_file.write_text(json.dumps(meta))
     results = {r.name: r for r in verify_bundle(load_bundle(copy))}

@@ -272,6 +272,8 @@ class OutputWriter:
         flag, score = source.get("in_domain"), source.get("domain_score")
         flag = flag.item() if isinstance(flag, torch.Tensor) else flag
         score = score.item() if isinstance(score, torch.Tensor) else score
+        if score is not None and not math.isnan(float(score)) and float(score) > 1.0:
+            score = math.ceil(float(score) * 1000) / 1000  # a flagged 1.0004 must not read "1.000", a passing score
         return {
             "in_domain": "" if flag is None else str(bool(flag)).lower(),
             "domain_score": "" if score is None or math.isnan(float(score)) else f"{float(score):.3f}",
