@@ -224,6 +224,8 @@ def test_inference_lists_every_bad_file(trained, data, tmp_path):
         "output_dir": str(out),
         "image_size": 32,
         "batch_size": 4,
+        "label_names": data.inference["label_names"],  # the tiny model's labels
+        "thresholds": data.inference["thresholds"],
     }
     assert _mimtl_run("inference", settings) == 0
     rows = {Path(r["file"]).name: r for r in _rows(out / "predictions.csv")}
