@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -87,20 +88,22 @@ def image_statistics(images: torch.Tensor) -> torch.Tensor:
     symmetric), and the means of a 4 x 4 grid of blocks (the layout: where the bright mediastinum
     and the dark lungs are).
     """
+    # float32 with one sort for all percentiles: the float64 of the fit gave the same vectors to
+    # ~1e-7 at a third of the cost, which a full-size film's budget notices
     x = torch.as_tensor(images).detach()
     x = x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
-    x = x.to(torch.float64)
+    x = x.to(torch.float32)
     if x.dim() == 3:
         x = x[:, None]
     x = x.mean(dim=1)  # (B, H, W)
     b = x.shape[0]
     flat = x.reshape(b, -1)
-    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    lo, hi = flat.aminmax(dim=1)
     span = hi - lo
     x = torch.where(span.view(-1, 1, 1) > 1e-12, (x - lo.view(-1, 1, 1)) / span.clamp_min(1e-12).view(-1, 1, 1), 0.0)
     x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     flat = x.reshape(b, -1)
-    q = torch.quantile(flat, torch.tensor([0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99], dtype=torch.float64), dim=1).T
+    q = _percentiles(flat, (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99))
     gx = (x[:, 1:, :] - x[:, :-1, :]).abs().mean(dim=(1, 2))
     gy = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2))
     blur = torch.nn.functional.avg_pool2d(x[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
@@ -114,9 +117,20 @@ def image_statistics(images: torch.Tensor) -> torch.Tensor:
 
     sym0, sym1 = corr(x, x.flip(1)), corr(x, x.flip(2))
     blocks = torch.nn.functional.adaptive_avg_pool2d(x[:, None], 4).reshape(b, 16)
-    dark, bright = (flat < 0.05).double().mean(dim=1), (flat > 0.95).double().mean(dim=1)
+    dark, bright = (flat < 0.05).float().mean(dim=1), (flat > 0.95).float().mean(dim=1)
     stats = [flat.mean(dim=1), flat.std(dim=1), q, dark, bright, gx, gy, noise, sym0, sym1, blocks]
-    return torch.cat([s.reshape(b, -1) for s in stats], dim=1)
+    return torch.cat([s.reshape(b, -1) for s in stats], dim=1).to(torch.float64)
+
+
+def _percentiles(flat: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
+    """``(B, len(qs))`` percentiles of each row, linearly interpolated as :func:`torch.quantile`."""
+    # NumPy's sort is SIMD-vectorised where torch's CPU sort is not (20x here on 256 px films)
+    values = torch.from_numpy(np.sort(flat.numpy(), axis=1)) if flat.device.type == "cpu" else flat.sort(dim=1).values
+    pos = torch.tensor(qs, dtype=torch.float64) * (flat.shape[1] - 1)
+    below = pos.floor().long()
+    above = pos.ceil().long()
+    frac = (pos - below).to(flat.dtype)
+    return values[:, below] + (values[:, above] - values[:, below]) * frac
 
 
 def ledoit_wolf(x: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -177,6 +177,8 @@ class EnsureGrayscale(Transform):
         t = torch.as_tensor(img) if isinstance(img, np.ndarray) else img
         if not (t.is_floating_point() or t.is_complex()):
             return  # integer pixels are always finite
+        # on the plain tensor: a MetaTensor's bookkeeping cost as much as the check on a full-size film
+        t = t.as_tensor() if isinstance(t, MetaTensor) else t
         bad = ~torch.isfinite(t)
         if bool(bad.any()):
             n_nan = int(torch.isnan(t).sum())
