@@ -115,3 +115,63 @@ def test_prefetch_loader_copies_images_to_the_gpu():
     batches = list(loader)
     assert all(b["image"].is_cuda and not b["meta"].is_cuda for b in batches)
     assert torch.equal(torch.cat([b["image"] for b in batches]).cpu(), torch.stack([d["image"] for d in data]))
+
+
+def test_batches_are_prepared_ahead_in_a_thread():
+    """With no worker process the next batch is made by another thread while the caller holds the current one."""
+    import threading
+
+    from mimtl.data.loader import in_background
+
+    made: list[tuple[int, str]] = []
+    ready = threading.Event()
+
+    def batches():
+        for i in range(4):
+            made.append((i, threading.current_thread().name))
+            if i == 1:
+                ready.set()
+            yield i
+
+    items = in_background(batches(), depth=1)
+    assert next(items) == 0
+    assert ready.wait(timeout=30), "batch 1 was not prepared while batch 0 was in use"
+    assert list(items) == [1, 2, 3]
+    assert {name for _, name in made} == {"mimtl-prepare-ahead"}
+
+
+def test_an_error_while_preparing_reaches_the_caller_at_its_batch():
+    from mimtl.data.loader import in_background
+
+    def batches():
+        yield 0
+        raise OSError("film.dcm: truncated")
+
+    items = in_background(batches())
+    assert next(items) == 0
+    with pytest.raises(OSError, match="film.dcm: truncated"):
+        next(items)
+    with pytest.raises(ValueError, match="depth"):
+        next(in_background([], depth=0))
+
+
+def test_stopping_early_stops_the_preparing_thread():
+    import threading
+
+    from mimtl.data.loader import in_background
+
+    items = in_background(iter(range(1000)), depth=2)
+    assert next(items) == 0
+    items.close()  # an engine terminated early: the generator is closed
+    assert not any(t.name == "mimtl-prepare-ahead" and t.is_alive() for t in threading.enumerate())
+
+
+def test_prefetch_loader_prepares_ahead_only_without_workers():
+    from mimtl.data.loader import PrefetchDataLoader
+
+    data = [{"image": torch.full((1, 2, 2), float(i))} for i in range(5)]
+    assert PrefetchDataLoader(data, batch_size=2).prepare_ahead
+    assert not PrefetchDataLoader(data, batch_size=2, num_workers=1).prepare_ahead
+    assert not PrefetchDataLoader(data, batch_size=2, prepare_ahead=False).prepare_ahead
+    batches = list(PrefetchDataLoader(data, batch_size=2))
+    assert [b["image"][:, 0, 0, 0].tolist() for b in batches] == [[0.0, 1.0], [2.0, 3.0], [4.0]]

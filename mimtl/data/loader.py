@@ -8,19 +8,29 @@ a 2-core laptop and on a GPU server::
     pin_memory: "$mimtl.data.loader.use_pinned_memory(@device)"
 
 An explicit number (``--set num_workers=4``) still wins. :class:`PrefetchDataLoader` overlaps the
-host-to-GPU copy of the next batch with the work on the current one.
+host-to-GPU copy of the next batch with the work on the current one, and, with no worker
+processes, prepares the next batch in a thread of the main process while the current one runs.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from monai.data import DataLoader
 
-__all__ = ["PrefetchDataLoader", "auto_num_workers", "prefetch", "usable_cores", "use_pinned_memory"]
+__all__ = [
+    "PrefetchDataLoader",
+    "auto_num_workers",
+    "in_background",
+    "prefetch",
+    "usable_cores",
+    "use_pinned_memory",
+]
 
 #: Most DataLoader workers ``auto`` gives: past this, more processes add memory, not speed.
 MAX_WORKERS = 8
@@ -88,6 +98,57 @@ def prefetch(
     yield finish(pending)
 
 
+_END = object()
+
+
+def in_background(batches: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield the items of ``batches``, produced up to ``depth`` ahead by a thread of this process.
+
+    With no DataLoader worker process, decoding the next films in a thread overlaps the forward
+    pass of the current batch: the decoders (PIL, OpenJPEG, NumPy) and PyTorch's kernels release
+    the GIL, and a thread costs no process start nor a copy of the batch between processes. An
+    error raised while producing an item is raised here, at that item; stopping early (a
+    ``break``, an engine terminated) stops the thread after the item it is producing.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}.")
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not put((item, None)):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            put((_END, error))
+            return
+        put((_END, None))
+
+    thread = threading.Thread(target=produce, name="mimtl-prepare-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class PrefetchDataLoader(DataLoader):
     """MONAI's ``DataLoader`` that, on a CUDA ``device``, copies each batch's ``keys`` to the GPU one
     batch ahead, on a side stream.
@@ -99,16 +160,30 @@ class PrefetchDataLoader(DataLoader):
     it is the plain ``DataLoader``; the engine's own ``prepare_batch`` copy then does the move (for
     tensors already on the GPU it is a no-op).
 
+    With ``num_workers=0`` the batches are also prepared one ahead in a thread
+    (:func:`in_background`), unless ``prepare_ahead=False``: on a 2-core CPU, where a worker
+    process would take a core from the forward pass, the next films then decode while the current
+    batch runs.
+
     Args:
         device: where the network runs (``"cuda"``, ``"cuda:1"``, ``"cpu"``, a ``torch.device``).
         keys: the batch entries to copy ahead.
+        prepare_ahead: prepare batches in a thread; None (default): when there are no worker processes.
         args, kwargs: as for ``monai.data.DataLoader``.
     """
 
-    def __init__(self, *args: Any, device: str | torch.device = "cpu", keys: Sequence[str] = ("image",), **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        device: str | torch.device = "cpu",
+        keys: Sequence[str] = ("image",),
+        prepare_ahead: bool | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.device = torch.device(device)
         self.keys = tuple(keys)
+        self.prepare_ahead = self.num_workers == 0 if prepare_ahead is None else bool(prepare_ahead)
 
     @property
     def copies_ahead(self) -> bool:
@@ -117,6 +192,8 @@ class PrefetchDataLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         batches = super().__iter__()
+        if self.prepare_ahead:
+            batches = in_background(batches)
         if not self.copies_ahead:
             return batches
         copy = _StreamCopy(self.device, self.keys)
