@@ -155,8 +155,8 @@ def _count_windows(inferer, net: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def inference_stage(bundle, net: torch.nn.Module, args: argparse.Namespace) -> dict[str, Any]:
-    """Question 1, speed: the bundle's AcceleratedInferer (common.yaml's amp / channels_last, a
-    channels-last network) vs eager fp32 NCHW, and the same inferer with amp off (what the evaluate
+    """Question 1, speed: the bundle's AcceleratedInferer (amp / channels_last / fold_batch_norm as
+    the inference config sets them, a channels-last network) vs eager fp32 NCHW, and the same inferer with amp off (what the evaluate
     config runs) for context; interleaved rounds on one random batch."""
     from mimtl.inferers import AcceleratedInferer
     from mimtl.inferers.accelerated import native_bf16
@@ -167,7 +167,8 @@ def inference_stage(bundle, net: torch.nn.Module, args: argparse.Namespace) -> d
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     base_net = copy.deepcopy(net).eval()
     fast_net = copy.deepcopy(net).to(memory_format=fmt).eval()
-    inferer = AcceleratedInferer(amp=amp, channels_last=channels_last)
+    fold = bool(parser.get_parsed_content("fold_batch_norm"))
+    inferer = AcceleratedInferer(amp=amp, channels_last=channels_last, fold_batch_norm=fold)
     fp32_inferer = AcceleratedInferer(amp=False, channels_last=channels_last)
     x = torch.rand(batch, 1, args.size, args.size, generator=torch.Generator().manual_seed(0))
     fns = {
@@ -189,6 +190,7 @@ def inference_stage(bundle, net: torch.nn.Module, args: argparse.Namespace) -> d
         "forward_flop": flop,
         "amp": amp,
         "channels_last": channels_last,
+        "fold_batch_norm": fold,
         "autocast_enabled": inferer.autocast_enabled("cpu"),
         "amp_dtype": str(inferer.amp_dtype).removeprefix("torch."),
         "native_bf16": {"native": on, "why": why},
@@ -207,7 +209,8 @@ def dice_stage(bundle, net: torch.nn.Module, args: argparse.Namespace) -> dict[s
     amp, channels_last = parser.get_parsed_content("amp"), bool(parser.get_parsed_content("channels_last"))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     base_net, fast_net = copy.deepcopy(net).eval(), copy.deepcopy(net).to(memory_format=fmt).eval()
-    inferer = AcceleratedInferer(amp=amp, channels_last=channels_last)
+    fold = bool(parser.get_parsed_content("fold_batch_norm"))
+    inferer = AcceleratedInferer(amp=amp, channels_last=channels_last, fold_batch_norm=fold)
     base, base_per = test_dice(base_net, images, labels)
     fast, fast_per = test_dice(lambda x: inferer(x, fast_net), images, labels)
     return {
@@ -443,6 +446,7 @@ def to_markdown(results: Mapping[str, Any]) -> str:
     if "speedup" in inf:
         precision = f"{inf['amp_dtype']} autocast" if inf["autocast_enabled"] else "fp32"
         layout = "channels_last" if inf["channels_last"] else "NCHW"
+        layout += ", batch norms folded" if inf.get("fold_batch_norm") else ""
         rows.append(
             (
                 f"inference 1×{size}×{size}, batch {inf['batch_size']}: AcceleratedInferer (amp {inf['amp']} → "
