@@ -9,6 +9,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,33 @@ def _output_write_error(path: str, code: int | None, message: str) -> OutputWrit
     error = OutputWriteError.__new__(OutputWriteError)
     OSError.__init__(error, code, message, path)
     return error
+
+
+#: Overlays are palette PNGs: the film in OVERLAY_GRAYS grays, then up to 256 - OVERLAY_GRAYS
+#: marker colours. One byte a pixel and no PNG row filters make a 512 px overlay ~4x cheaper to
+#: encode than RGB, and 248 grays look like 256.
+OVERLAY_GRAYS = 248
+_TO_GRAY_LEVEL = (np.arange(256) * (OVERLAY_GRAYS - 1) // 255).astype(np.uint8)
+#: PNG options of the overlays: Huffman coding only. zlib's string matching finds little to reuse
+#: in a noisy film: on a 512 px palette overlay it cost 7 ms against 2.6 ms for a 4 % larger file.
+OVERLAY_PNG = {"format": "PNG", "compress_level": 1, "compress_type": zlib.Z_HUFFMAN_ONLY}
+
+
+def overlay_canvas(gray: np.ndarray, colours: Sequence[Sequence[int]], marks: Sequence[np.ndarray] = ()) -> Any:
+    """A palette ``PIL.Image`` of the ``uint8`` film ``gray`` (rows, columns) whose palette index
+    ``OVERLAY_GRAYS + k`` is ``colours[k]`` (RGB), for drawing markers on; the pixels of the
+    boolean ``marks[k]`` (rows, columns) are painted in ``colours[k]``."""
+    from PIL import Image
+
+    if len(colours) > 256 - OVERLAY_GRAYS or len(marks) > len(colours):
+        raise ValueError(f"at most {256 - OVERLAY_GRAYS} overlay colours, one per mark; got {len(colours)}.")
+    index = _TO_GRAY_LEVEL[gray]
+    for k, mark in enumerate(marks):
+        index[mark] = OVERLAY_GRAYS + k
+    canvas = Image.fromarray(index, mode="P")
+    palette = [v for i in range(OVERLAY_GRAYS) for v in (i * 255 // (OVERLAY_GRAYS - 1),) * 3]
+    canvas.putpalette(palette + [int(c) for colour in colours for c in colour])
+    return canvas
 
 
 def save_atomic(path: Path, save: Callable[[Path], Any]) -> Path:

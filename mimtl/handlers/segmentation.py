@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mimtl.handlers._common import OutputWriter, save_atomic, to_uint8
+from mimtl.handlers._common import OVERLAY_PNG, OutputWriter, overlay_canvas, save_atomic, to_uint8
 
 __all__ = ["SegmentationWriter", "cardiothoracic_ratio", "horizontal_extent"]
 
@@ -153,23 +153,22 @@ class SegmentationWriter(OutputWriter):
 
     def _draw(self, name: str, masks: np.ndarray) -> None:
         from monai.transforms import LoadImage
-        from PIL import Image
 
         from mimtl.io import MedicalImageReader
 
         film = np.asarray(LoadImage(reader=MedicalImageReader, image_only=True)(name), dtype=np.float32)
         film = film[..., 0] if film.ndim == 3 else film
-        rgb = np.repeat(to_uint8(film)[..., None], 3, axis=-1)
-        for k in range(masks.shape[0]):
-            m = masks[k]
-            edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
-            rgb[edge] = _COLOURS[k % len(_COLOURS)]
         # arrays are (x, y) in MONAI's reading order: transposed to rows = y for the picture
+        gray = np.ascontiguousarray(to_uint8(film).T)
+        edges = []
+        for k in range(masks.shape[0]):
+            m = masks[k].T
+            edges.append(m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1)))
+        colours = [_COLOURS[k % len(_COLOURS)] for k in range(len(edges))]
+        picture = overlay_canvas(gray, colours, edges)
         path = self.item_path(name, "_overlay.png", folder="overlays")
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic(
-            path, lambda tmp: Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 0, 2))).save(tmp, format="PNG")
-        )
+        save_atomic(path, lambda tmp: picture.save(tmp, **OVERLAY_PNG))
 
     def write(self, engine: Any = None) -> Any:
         columns = ["file", "status"] + [f"{s}_{u}" for s in self.structures for u in ("px", "mm2")]
