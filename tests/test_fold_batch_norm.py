@@ -116,3 +116,18 @@ def test_only_inference_folds(name):
     bundle = mimtl.load_bundle(name)
     assert bundle.parser("inference").get_parsed_content("inferer").fold_batch_norm
     assert not bundle.parser("train").get_parsed_content("inferer").fold_batch_norm
+
+
+def test_inferer_folds_on_a_window_when_a_sliding_window_cuts_the_film():
+    from monai.inferers import SlidingWindowInferer
+
+    net = _trained_norms(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4))).to(
+        memory_format=torch.channels_last
+    )
+    film = torch.randn(1, 1, 16, 40)
+    with torch.no_grad():
+        expected = SlidingWindowInferer(roi_size=(16, 16), overlap=0.25)(film, net)
+        inner = SlidingWindowInferer(roi_size=(16, 16), overlap=0.25)
+        out = AcceleratedInferer(amp=False, channels_last=True, fold_batch_norm=True, inner=inner)(film, net)
+    assert _norms(net) == 0
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

@@ -164,7 +164,8 @@ class AcceleratedInferer(Inferer):
             example = inputs[:1].float()
         else:  # the network sees windows, not the whole image
             example = torch.randn(1, inputs.shape[1], *roi, device=inputs.device)
-            example = example.contiguous(memory_format=inputs.suggest_memory_format())
+            if self.channels_last and example.ndim == 4:
+                example = example.contiguous(memory_format=torch.channels_last)
         folded = fold_batch_norms(network, example)
         logger.info("fold_batch_norm: %d batch norms folded into their convolutions", folded)
 
