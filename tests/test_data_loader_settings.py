@@ -166,12 +166,10 @@ def test_stopping_early_stops_the_preparing_thread():
     assert not any(t.name == "mimtl-prepare-ahead" and t.is_alive() for t in threading.enumerate())
 
 
-def test_prefetch_loader_prepares_ahead_only_without_workers():
+def test_prefetch_loader_prepares_ahead_when_asked():
     from mimtl.data.loader import PrefetchDataLoader
 
     data = [{"image": torch.full((1, 2, 2), float(i))} for i in range(5)]
-    assert PrefetchDataLoader(data, batch_size=2).prepare_ahead
-    assert not PrefetchDataLoader(data, batch_size=2, num_workers=1).prepare_ahead
-    assert not PrefetchDataLoader(data, batch_size=2, prepare_ahead=False).prepare_ahead
-    batches = list(PrefetchDataLoader(data, batch_size=2))
+    assert not PrefetchDataLoader(data, batch_size=2).prepare_ahead
+    batches = list(PrefetchDataLoader(data, batch_size=2, prepare_ahead=True))
     assert [b["image"][:, 0, 0, 0].tolist() for b in batches] == [[0.0, 1.0], [2.0, 3.0], [4.0]]
