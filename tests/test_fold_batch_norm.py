@@ -131,3 +131,41 @@ def test_inferer_folds_on_a_window_when_a_sliding_window_cuts_the_film():
         out = AcceleratedInferer(amp=False, channels_last=True, fold_batch_norm=True, inner=inner)(film, net)
     assert _norms(net) == 0
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_loading_weights_again_unfolds_and_the_next_run_folds_again():
+    """A workflow run twice loads its checkpoint into the folded network at its second start."""
+    from mimtl.networks.fold import is_folded, unfold_batch_norms
+
+    net = _trained_norms(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    inferer = AcceleratedInferer(amp=False, fold_batch_norm=True)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        expected = net(x)
+        inferer(x, net)
+        assert is_folded(net) and _norms(net) == 0
+        net.load_state_dict(state)  # the checkpoint's names: the originals are back first
+        assert not is_folded(net) and _norms(net) == 1
+        torch.testing.assert_close(net(x), expected)
+        torch.testing.assert_close(inferer(x, net), expected, rtol=1e-5, atol=1e-5)
+        assert is_folded(net)
+        assert unfold_batch_norms(net) and not unfold_batch_norms(net)
+        assert list(net.state_dict()) == list(state)
+
+
+@pytest.mark.slow
+def test_an_inference_workflow_runs_twice(tmp_path):
+    """The second run's CheckpointLoader loads into the network the first run folded."""
+    from mimtl.bundle.domain import split_files
+    from mimtl.networks.fold import is_folded
+
+    bundle = mimtl.load_bundle("xray_color_classification")
+    films = split_files(bundle, "test")[:3]
+    wf = bundle.workflow("inference", configure_logging=False, input=films, output_dir=str(tmp_path), num_workers=0)
+    wf.initialize()
+    for _ in range(2):
+        wf.evaluator.run()
+        assert is_folded(wf.evaluator.network)
+    rows = (tmp_path / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(films)

@@ -111,7 +111,7 @@ class AcceleratedInferer(Inferer):
         self.plain_tensor = plain_tensor
         self.inner = inner
         self.fold_batch_norm = fold_batch_norm
-        self._folded: weakref.WeakSet = weakref.WeakSet()
+        self._tried: weakref.WeakSet = weakref.WeakSet()  # networks with nothing to fold
         self._decided: dict[str, bool] = {}  # device type -> autocast on, for amp="auto"
 
     def autocast_enabled(self, device: str | torch.device) -> bool:
@@ -154,11 +154,12 @@ class AcceleratedInferer(Inferer):
         return out
 
     def _fold(self, network: Any, inputs: torch.Tensor) -> None:
-        if not isinstance(network, torch.nn.Module) or network.training or network in self._folded:
-            return
-        from mimtl.networks.fold import fold_batch_norms
+        from mimtl.networks.fold import fold_batch_norms, is_folded
 
-        self._folded.add(network)
+        if not isinstance(network, torch.nn.Module) or network.training or is_folded(network):
+            return
+        if network in self._tried:  # the check refused this network once: not again at every batch
+            return
         roi = getattr(self.inner, "roi_size", None)
         if self.inner is None or roi is None:
             example = inputs[:1].float()
@@ -173,6 +174,8 @@ class AcceleratedInferer(Inferer):
             folded = fold_batch_norms(network, corner)
         except (RuntimeError, ValueError):
             folded = fold_batch_norms(network, example)
+        if not folded:
+            self._tried.add(network)
         logger.info("fold_batch_norm: %d batch norms folded into their convolutions", folded)
 
     def _laid_out(self, network: Callable[..., Any]) -> Callable[..., Any]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["fold_batch_norms"]
+__all__ = ["fold_batch_norms", "is_folded", "unfold_batch_norms"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,9 @@ def fold_batch_norms(network: nn.Module, example: torch.Tensor, rtol: float = 1e
     """Fold every eval-mode batch norm that directly follows a convolution into it, in place.
 
     The norm becomes an ``nn.Identity`` and the convolution gets the merged weight and bias, so
-    the parameters' names change: fold only a network used for inference from here on.
+    the parameters' names change: fold only a network used for inference. The original modules
+    are kept: :func:`unfold_batch_norms` puts them back, and so does loading a state dict into the
+    network (a workflow run again loads its checkpoint again, then folds again at its first batch).
 
     Args:
         network: the network, in eval mode, with its weights loaded.
@@ -152,4 +154,37 @@ def fold_batch_norms(network: nn.Module, example: torch.Tensor, rtol: float = 1e
                 _replace(network, name, module)
             logger.warning("fold_batch_norms: the folded network differed from the original; nothing folded.")
             return 0
+    _remember_originals(network, originals)
     return len(pairs)
+
+
+def is_folded(network: nn.Module) -> bool:
+    """Whether :func:`fold_batch_norms` folded ``network`` (and it was not unfolded since)."""
+    return hasattr(network, _UNFOLD)
+
+
+def unfold_batch_norms(network: nn.Module) -> bool:
+    """Put back the convolutions and norms :func:`fold_batch_norms` replaced; False if it was not folded."""
+    undo = getattr(network, _UNFOLD, None)
+    if undo is None:
+        return False
+    undo()
+    return True
+
+
+_UNFOLD = "_mimtl_unfold_batch_norms"
+
+
+def _remember_originals(network: nn.Module, originals: dict[str, nn.Module]) -> None:
+    def undo() -> None:
+        for name, module in originals.items():
+            _replace(network, name, module)
+        handle.remove()
+        delattr(network, _UNFOLD)
+
+    def before_load(*args: object) -> None:  # the original names are the ones a checkpoint has
+        undo()
+
+    # the root's pre-hook runs before its children load, so they are the original modules again
+    handle = network.register_load_state_dict_pre_hook(before_load)
+    setattr(network, _UNFOLD, undo)
