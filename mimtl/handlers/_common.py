@@ -319,6 +319,19 @@ class OutputWriter:
         """:data:`DOMAIN_COLUMNS` when some row carries a verdict, else none (a run without the check)."""
         return list(DOMAIN_COLUMNS) if any("in_domain" in r for r in rows) else []
 
+    @classmethod
+    def domain_summary(cls, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """For a run's JSON summary: the flagged files with their reasons and how many were withheld
+        (``{}`` for a run without the domain check)."""
+        if not cls.domain_columns(rows):
+            return {}
+        flagged = [{"file": r["file"], "reason": r["domain_reason"]} for r in rows if r.get("in_domain") == "false"]
+        return {
+            "n_out_of_domain": len(flagged),
+            "out_of_domain": flagged,
+            "n_withheld": sum(r.get("status") == WITHHELD for r in rows),
+        }
+
     @staticmethod
     def domain_json(domain: Mapping[str, Any]) -> dict[str, Any]:
         """A verdict for JSON: ``in_domain`` true/false/null, ``domain_score`` a number or null, the reason."""

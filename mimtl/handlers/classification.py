@@ -227,19 +227,7 @@ class ClassificationWriter(_ClassificationOutput):
             "label_names": self.label_names,
             "thresholds": dict(zip(self.label_names, self.thresholds, strict=True)),
             "multi_label": self.multi_label,
-            **self._domain_summary(),
-        }
-
-    def _domain_summary(self) -> dict[str, Any]:
-        if not self.domain_columns(self.rows):
-            return {}
-        flagged = [
-            {"file": r["file"], "reason": r["domain_reason"]} for r in self.rows if r.get("in_domain") == "false"
-        ]
-        return {
-            "n_out_of_domain": len(flagged),
-            "out_of_domain": flagged,
-            "n_withheld": sum(r.get("status") == WITHHELD for r in self.rows),
+            **self.domain_summary(self.rows),
         }
 
     def write(self, engine: Engine | None = None) -> Path:

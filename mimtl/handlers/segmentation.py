@@ -2,14 +2,19 @@
 
 :class:`SegmentationWriter` reads, for every film of an inference run, the binary masks the
 postprocessing gave in the **film's own geometry** (after ``Invertd``) and writes one row per film
-to ``segmentation.csv``:
+to ``segmentation.csv`` (and a summary to ``segmentation.json``: counts, failed files, flagged films):
 
 * ``<structure>_px`` and, where the pixel spacing is known, ``<structure>_mm2`` for every output channel;
 * ``ctr``, the cardiothoracic ratio, when a heart and lungs are segmented: the heart's largest
   horizontal extent over the thorax's largest inner width (the widest row across both lungs);
 * ``status`` (``ok`` or ``failed: <reason>`` for a file :class:`~mimtl.data.TolerantDataset` could
   not use), and the overlay PNG of the film with each structure's outline coloured;
-* for a NIfTI film, its masks as NIfTI too, with the film's affine.
+* ``masks/<film>_mask.png`` (channel k = structure k, 255 inside) and, for a NIfTI film, its masks
+  as NIfTI too, with the film's affine;
+* with a :class:`~mimtl.handlers.DomainCheck` before it, ``in_domain``, ``domain_score`` and
+  ``domain_reason`` after ``status``; a flagged film says so in red on its overlay, and under
+  ``on_out_of_domain: skip`` its row keeps the verdict with status ``withheld: out of domain`` and
+  no areas, masks or overlay.
 """
 
 from __future__ import annotations
@@ -21,11 +26,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from mimtl.handlers._common import OVERLAY_PNG, OutputWriter, overlay_canvas, save_atomic, to_uint8
+from mimtl.handlers._common import (
+    OVERLAY_GRAYS,
+    OVERLAY_PNG,
+    WITHHELD,
+    OutputWriter,
+    font,
+    overlay_canvas,
+    save_atomic,
+    to_uint8,
+)
 
 __all__ = ["SegmentationWriter", "cardiothoracic_ratio", "horizontal_extent"]
 
 _COLOURS = [(230, 60, 60), (60, 140, 230), (250, 200, 40), (80, 200, 120), (200, 90, 220), (240, 140, 60)]
+_ALERT = (255, 40, 40)  # the out-of-domain line
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -61,10 +76,10 @@ class SegmentationWriter(OutputWriter):
         heart: the structure measured against it (default: "heart" when among ``structures``).
         pred_key: the output key of the masks (``(K, H, W)`` binary, in the film's geometry).
         overlay: write ``overlays/<film>_overlay.png``.
+        masks: write ``masks/<film>_mask.png`` (uint8, 255 inside; MONAI's ``SaveImage``).
         nifti: for a NIfTI input, also write ``masks/<film>_mask.nii.gz`` in its geometry (affine kept).
         image_key: the batch key of the image (its metadata names the file and gives the spacing).
         error_key: :class:`~mimtl.data.TolerantDataset`'s failure key.
-        overlay_key: a copy of the film to draw on (default: the file is decoded again).
     """
 
     def __init__(
@@ -75,6 +90,7 @@ class SegmentationWriter(OutputWriter):
         heart: str | None = None,
         pred_key: str = "pred",
         overlay: bool = True,
+        masks: bool = True,
         nifti: bool = True,
         image_key: str = "image",
         error_key: str = "error",
@@ -85,6 +101,7 @@ class SegmentationWriter(OutputWriter):
         self.heart = heart if heart is not None else ("heart" if "heart" in self.structures else None)
         self.pred_key = pred_key
         self.overlay = overlay
+        self.masks = masks
         self.nifti = nifti
         self.rows: list[dict[str, Any]] = []
 
@@ -94,9 +111,14 @@ class SegmentationWriter(OutputWriter):
 
     def __call__(self, engine: Any) -> None:
         for item, out, name, error in self.items(engine):
-            row: dict[str, Any] = {"file": name}
+            domain = self.domain_of(item, out)
+            row: dict[str, Any] = {"file": name, **self.domain_cells(domain)}
             if error:
                 row["status"] = self.failed_status(error)
+                self.rows.append(row)
+                continue
+            if domain.get("withheld"):
+                row["status"] = WITHHELD
                 self.rows.append(row)
                 continue
             masks = _numpy(out[self.pred_key]).astype(bool)
@@ -104,10 +126,13 @@ class SegmentationWriter(OutputWriter):
                 masks = masks[..., 0]
             row.update(self.measure(masks, self._spacing(item, out)))
             row["status"] = "ok"
+            if self.masks:
+                self._save_png(out[self.pred_key])
             if self.nifti and name.lower().endswith((".nii", ".nii.gz")):
                 self._save_nifti(out[self.pred_key])
             if self.overlay:
-                self._draw(name, masks)
+                reason = domain.get("domain_reason", "") if domain.get("in_domain") == "false" else ""
+                self._draw(name, masks, reason)
             self.rows.append(row)
 
     def _spacing(self, item: Mapping, out: Mapping) -> np.ndarray | None:
@@ -137,6 +162,21 @@ class SegmentationWriter(OutputWriter):
             cells["ctr"] = "" if np.isnan(ctr) else f"{ctr:.3f}"
         return cells
 
+    def _save_png(self, pred: Any) -> None:
+        """``masks/<film>_mask.png``: the masks in the film's geometry, channel k = structure k, 255 inside."""
+        from monai.transforms import SaveImage
+
+        SaveImage(
+            output_dir=self.output_dir / "masks",
+            output_postfix="mask",
+            output_ext=".png",
+            output_dtype=np.uint8,
+            scale=255,
+            separate_folder=False,
+            print_log=False,
+            resample=False,
+        )(pred)
+
     def _save_nifti(self, pred: Any) -> None:
         """``masks/<film>_mask.nii.gz`` with the film's affine (the masks after ``Invertd`` carry its metadata)."""
         from monai.transforms import SaveImage
@@ -151,7 +191,7 @@ class SegmentationWriter(OutputWriter):
             resample=False,
         )(pred)
 
-    def _draw(self, name: str, masks: np.ndarray) -> None:
+    def _draw(self, name: str, masks: np.ndarray, out_of_domain: str = "") -> None:
         from monai.transforms import LoadImage
 
         from mimtl.io import MedicalImageReader
@@ -165,14 +205,33 @@ class SegmentationWriter(OutputWriter):
             m = masks[k].T
             edges.append(m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1)))
         colours = [_COLOURS[k % len(_COLOURS)] for k in range(len(edges))]
-        picture = overlay_canvas(gray, colours, edges)
+        picture = overlay_canvas(gray, [*colours, _ALERT], edges)
+        if out_of_domain:  # the domain check's verdict, in red on the film
+            from PIL import ImageDraw
+
+            size = max(10, gray.shape[1] // 45)
+            ImageDraw.Draw(picture).text(
+                (4, 4), f"OUT OF DOMAIN: {out_of_domain}", fill=OVERLAY_GRAYS + len(colours), font=font(size)
+            )
         path = self.item_path(name, "_overlay.png", folder="overlays")
         path.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(path, lambda tmp: picture.save(tmp, **OVERLAY_PNG))
 
     def write(self, engine: Any = None) -> Any:
-        columns = ["file", "status"] + [f"{s}_{u}" for s in self.structures for u in ("px", "mm2")]
-        if any("ctr" in r for r in self.rows):
-            columns.insert(2, "ctr")
+        columns = ["file", "status", *self.domain_columns(self.rows)]
+        columns += ["ctr"] if any("ctr" in r for r in self.rows) else []
+        columns += [f"{s}_{u}" for s in self.structures for u in ("px", "mm2")]
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        return self.write_csv(self.table_path("segmentation", ".csv"), self.rows, columns)
+        path = self.write_csv(self.table_path("segmentation", ".csv"), self.rows, columns)
+        failed = self.failures(self.rows)
+        summary = {
+            "csv": path.name,
+            "n_images": len(self.rows),
+            "n_ok": sum(r.get("status") == "ok" for r in self.rows),
+            "n_failed": len(failed),
+            "failed": failed,
+            "structures": self.structures,
+            **self.domain_summary(self.rows),
+        }
+        self.write_json(path.with_suffix(".json"), summary)
+        return path

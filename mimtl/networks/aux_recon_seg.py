@@ -145,6 +145,8 @@ class AuxReconSegNet(nn.Module):
         self.size_divisor = 2 ** len(channels)
         self.skip_connect = len(channels) - 1
         self.encoder = build_encoder(encoder, in_channels)
+        # the layer whose pooled deepest map mimtl.handlers.DomainCheck scores
+        self.domain_layer = "encoder"
         self.encoder_init = init_encoder(self.encoder, encoder, weights)
         set_bn_momentum(self.encoder, encoder_bn_momentum)
         dec = tuple(decoder_channels)[: len(channels)]
