@@ -80,6 +80,8 @@ class SegmentationWriter(OutputWriter):
         nifti: for a NIfTI input, also write ``masks/<film>_mask.nii.gz`` in its geometry (affine kept).
         image_key: the batch key of the image (its metadata names the file and gives the spacing).
         error_key: :class:`~mimtl.data.TolerantDataset`'s failure key.
+        overlay_key: the batch key of a smaller copy of the film to draw the overlay on (the masks
+            are scaled to it); None, or a batch without it: the film is read again from its file.
     """
 
     def __init__(
@@ -94,8 +96,10 @@ class SegmentationWriter(OutputWriter):
         nifti: bool = True,
         image_key: str = "image",
         error_key: str = "error",
+        overlay_key: str | None = None,
     ) -> None:
         super().__init__(output_dir, image_key=image_key, error_key=error_key)
+        self.overlay_key = overlay_key
         self.structures = [f"{s}" for s in structures]
         self.lungs = [s for s in (lungs if lungs is not None else self.structures) if "lung" in s or lungs is not None]
         self.heart = heart if heart is not None else ("heart" if "heart" in self.structures else None)
@@ -132,7 +136,8 @@ class SegmentationWriter(OutputWriter):
                 self._save_nifti(out[self.pred_key])
             if self.overlay:
                 reason = domain.get("domain_reason", "") if domain.get("in_domain") == "false" else ""
-                self._draw(name, masks, reason)
+                copy = item.get(self.overlay_key, out.get(self.overlay_key)) if self.overlay_key else None
+                self._draw(name, masks, reason, copy)
             self.rows.append(row)
 
     def _spacing(self, item: Mapping, out: Mapping) -> np.ndarray | None:
@@ -161,6 +166,20 @@ class SegmentationWriter(OutputWriter):
             ctr = cardiothoracic_ratio(masks[self.structures.index(self.heart)], lungs)
             cells["ctr"] = "" if np.isnan(ctr) else f"{ctr:.3f}"
         return cells
+
+    def _film(self, name: str, copy: Any) -> np.ndarray:
+        """The gray film ``(x, y)`` to draw on: the batch's copy under ``overlay_key`` when there is
+        one (the file is then decoded once), else the file read again."""
+        if copy is not None:
+            film = _numpy(copy).astype(np.float32)
+            if film.ndim == 3 and film.shape[0] == 1:
+                return film[0]
+        from monai.transforms import LoadImage
+
+        from mimtl.io import MedicalImageReader
+
+        film = np.asarray(LoadImage(reader=MedicalImageReader, image_only=True)(name), dtype=np.float32)
+        return film[..., 0] if film.ndim == 3 else film
 
     def _save_png(self, pred: Any) -> None:
         """``masks/<film>_mask.png``: the masks in the film's geometry, channel k = structure k, 255 inside."""
@@ -191,13 +210,13 @@ class SegmentationWriter(OutputWriter):
             resample=False,
         )(pred)
 
-    def _draw(self, name: str, masks: np.ndarray, out_of_domain: str = "") -> None:
-        from monai.transforms import LoadImage
-
-        from mimtl.io import MedicalImageReader
-
-        film = np.asarray(LoadImage(reader=MedicalImageReader, image_only=True)(name), dtype=np.float32)
-        film = film[..., 0] if film.ndim == 3 else film
+    def _draw(self, name: str, masks: np.ndarray, out_of_domain: str = "", copy: Any = None) -> None:
+        film = self._film(name, copy)
+        if film.shape != masks.shape[1:]:  # drawn on the batch's smaller copy: the masks follow it
+            scaled = torch.nn.functional.interpolate(
+                torch.from_numpy(masks[None].astype(np.float32)), size=film.shape, mode="area"
+            )
+            masks = scaled[0].numpy() >= 0.5
         # arrays are (x, y) in MONAI's reading order: transposed to rows = y for the picture
         gray = np.ascontiguousarray(to_uint8(film).T)
         edges = []
