@@ -1,4 +1,4 @@
-"""Folding eval-mode batch norms into the convolutions before them (mimtl.networks.fold)."""
+"""Folding eval-mode batch norms into the convolutions before them (mimtl.inferers.fold)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 import mimtl
 from mimtl.inferers import AcceleratedInferer
-from mimtl.networks.fold import fold_batch_norms
+from mimtl.inferers.fold import fold_batch_norms
 
 
 def _trained_norms(net: nn.Module) -> nn.Module:
@@ -135,7 +135,7 @@ def test_inferer_folds_on_a_window_when_a_sliding_window_cuts_the_film():
 
 def test_loading_weights_again_unfolds_and_the_next_run_folds_again():
     """A workflow run twice loads its checkpoint into the folded network at its second start."""
-    from mimtl.networks.fold import is_folded, unfold_batch_norms
+    from mimtl.inferers.fold import is_folded, unfold_batch_norms
 
     net = _trained_norms(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU()))
     state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -158,7 +158,7 @@ def test_loading_weights_again_unfolds_and_the_next_run_folds_again():
 def test_an_inference_workflow_runs_twice(tmp_path):
     """The second run's CheckpointLoader loads into the network the first run folded."""
     from mimtl.bundle.domain import split_files
-    from mimtl.networks.fold import is_folded
+    from mimtl.inferers.fold import is_folded
 
     bundle = mimtl.load_bundle("xray_color_classification")
     films = split_files(bundle, "test")[:3]

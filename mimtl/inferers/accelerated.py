@@ -79,7 +79,7 @@ class AcceleratedInferer(Inferer):
             ``inner(inputs, network)`` runs inside the autocast, and each window it cuts is laid out
             channels_last before the network sees it.
         fold_batch_norm: at the first call with a network in eval mode, fold its batch norms into
-            the convolutions before them, in place (:func:`mimtl.networks.fold.fold_batch_norms`,
+            the convolutions before them, in place (:func:`mimtl.inferers.fold.fold_batch_norms`,
             checked against the unfolded output): a fifth less forward time on a CPU. For inference
             workflows only: the folded network has other parameter names and no norms to train.
 
@@ -154,7 +154,7 @@ class AcceleratedInferer(Inferer):
         return out
 
     def _fold(self, network: Any, inputs: torch.Tensor) -> None:
-        from mimtl.networks.fold import fold_batch_norms, is_folded
+        from mimtl.inferers.fold import fold_batch_norms, is_folded
 
         if not isinstance(network, torch.nn.Module) or network.training or is_folded(network):
             return
