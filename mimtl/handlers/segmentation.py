@@ -131,9 +131,9 @@ class SegmentationWriter(OutputWriter):
             row.update(self.measure(masks, self._spacing(item, out)))
             row["status"] = "ok"
             if self.masks:
-                self._save_png(out[self.pred_key])
+                self._save_masks(out[self.pred_key], ".png")
             if self.nifti and name.lower().endswith((".nii", ".nii.gz")):
-                self._save_nifti(out[self.pred_key])
+                self._save_masks(out[self.pred_key], ".nii.gz")
             if self.overlay:
                 reason = domain.get("domain_reason", "") if domain.get("in_domain") == "false" else ""
                 copy = item.get(self.overlay_key, out.get(self.overlay_key)) if self.overlay_key else None
@@ -181,30 +181,17 @@ class SegmentationWriter(OutputWriter):
         film = np.asarray(LoadImage(reader=MedicalImageReader, image_only=True)(name), dtype=np.float32)
         return film[..., 0] if film.ndim == 3 else film
 
-    def _save_png(self, pred: Any) -> None:
-        """``masks/<film>_mask.png``: the masks in the film's geometry, channel k = structure k, 255 inside."""
+    def _save_masks(self, pred: Any, ext: str) -> None:
+        """``masks/<film>_mask<ext>`` in the film's geometry (the masks after ``Invertd`` carry its
+        metadata): ``.png`` channel k = structure k, 255 inside; ``.nii.gz`` 0/1 with the film's affine."""
         from monai.transforms import SaveImage
 
         SaveImage(
             output_dir=self.output_dir / "masks",
             output_postfix="mask",
-            output_ext=".png",
+            output_ext=ext,
             output_dtype=np.uint8,
-            scale=255,
-            separate_folder=False,
-            print_log=False,
-            resample=False,
-        )(pred)
-
-    def _save_nifti(self, pred: Any) -> None:
-        """``masks/<film>_mask.nii.gz`` with the film's affine (the masks after ``Invertd`` carry its metadata)."""
-        from monai.transforms import SaveImage
-
-        SaveImage(
-            output_dir=self.output_dir / "masks",
-            output_postfix="mask",
-            output_ext=".nii.gz",
-            output_dtype=np.uint8,
+            scale=255 if ext == ".png" else None,
             separate_folder=False,
             print_log=False,
             resample=False,
